@@ -1,0 +1,65 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PORT ?= 8000
+HOST ?= 127.0.0.1
+DEMO_COMPANIES ?= 100000
+# `make run` is for trying the product locally; deployments set DEBUG themselves.
+DEBUG ?= 1
+# honcho hands every process its own PORT; the web server reads WEB_PORT instead.
+WEB_PORT := $(PORT)
+export HOST DEMO_COMPANIES DEBUG WEB_PORT
+
+# Starts the embedded PostgreSQL / Redis for whichever of DATABASE_URL / REDIS_URL is
+# unset, runs the command with them, and stops what it started when the command ends.
+EMBEDDED := $(BIN)/python -m config.embedded run --
+
+.PHONY: install run test lint migrate seed shell clean-data
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: install
+	@$(EMBEDDED) sh -c '\
+		$(BIN)/python manage.py migrate --noinput && \
+		$(BIN)/python manage.py seed_demo --if-empty --companies $(DEMO_COMPANIES) && \
+		echo "" && \
+		echo "  Dashboard     http://$(HOST):$(PORT)/" && \
+		echo "  API docs      http://$(HOST):$(PORT)/api/docs/" && \
+		echo "  Admin         http://$(HOST):$(PORT)/admin/  (manage.py createsuperuser)" && \
+		echo "  Metrics       http://$(HOST):$(PORT)/metrics" && \
+		echo "  Flower        http://127.0.0.1:5555/" && \
+		echo "" && \
+		exec $(BIN)/honcho start'
+
+test: install
+	$(BIN)/ruff check .
+	@# pytest exits 5 when it collected no tests (say, a -k that matched nothing).
+	@$(EMBEDDED) sh -c '$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+		if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status'
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+migrate: install
+	@$(EMBEDDED) $(BIN)/python manage.py migrate --noinput
+
+seed: install
+	@$(EMBEDDED) $(BIN)/python manage.py seed_demo --replace --companies $(DEMO_COMPANIES)
+
+shell: install
+	@$(EMBEDDED) $(BIN)/python manage.py shell
+
+# Removes the embedded servers' data (stop `make run` first).
+clean-data:
+	$(BIN)/python -m config.embedded stop || true
+	rm -rf .data

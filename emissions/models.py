@@ -1,0 +1,252 @@
+"""The tracked domain: industries, companies, their yearly emissions and benchmarks.
+
+Constraints, defaults and the generated total live in the database, so rows written by
+raw SQL, imports or `COPY` obey the same rules as ORM saves.
+"""
+
+import uuid
+
+import pgtrigger
+from django.contrib.postgres.functions import RandomUUID
+from django.db import models
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Now
+
+
+class VerificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    VERIFIED = "verified", "Verified"
+    REJECTED = "rejected", "Rejected"
+
+
+VERIFICATION_VALUES = [value for value, _ in VerificationStatus.choices]
+
+# Emission figures are stored in tonnes CO2e with three decimals: the largest emitters
+# report around 10^9 t, so 15 digits before the point leave ample room.
+TONNES = {"max_digits": 18, "decimal_places": 3}
+
+# Sort key of "by total emissions": companies without any record sort below every total.
+TOTAL_SORT = Coalesce(
+    F("latest_total_tonnes"), Value(-1), output_field=models.DecimalField(**TONNES)
+)
+
+
+class Industry(models.Model):
+    """An industry that companies belong to and are benchmarked within."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
+    slug = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=200)
+    sector = models.CharField(max_length=100)
+
+    class Meta:
+        db_table = "industries"
+        ordering = ["name"]
+        verbose_name_plural = "industries"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(slug__regex=r"^[a-z0-9]+(-[a-z0-9]+)*$"), name="industries_slug_format"
+            ),
+            models.CheckConstraint(condition=~Q(name=""), name="industries_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Company(models.Model):
+    """A company whose emissions are published on the platform."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
+    name = models.CharField(max_length=300)
+    # ISO 3166-1 alpha-2, upper case.
+    country = models.CharField(max_length=2)
+    industry = models.ForeignKey(Industry, on_delete=models.PROTECT, related_name="companies")
+    is_public = models.BooleanField(default=True, db_default=True)
+    verification_status = models.CharField(
+        max_length=10,
+        choices=VerificationStatus.choices,
+        default=VerificationStatus.PENDING,
+        db_default=VerificationStatus.PENDING,
+    )
+    data_quality_score = models.DecimalField(
+        max_digits=5, decimal_places=2, default=0, db_default=0
+    )
+    # Latest reported year and its total, kept by a database trigger on emission_records
+    # so directory ordering by emissions is one index scan, whoever wrote the records.
+    latest_year = models.IntegerField(null=True, blank=True, editable=False)
+    latest_total_tonnes = models.DecimalField(null=True, blank=True, editable=False, **TONNES)
+    created_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "companies"
+        ordering = ["name"]
+        verbose_name_plural = "companies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(verification_status__in=VERIFICATION_VALUES),
+                name="companies_verification_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(data_quality_score__gte=0) & Q(data_quality_score__lte=100),
+                name="companies_data_quality_0_100",
+            ),
+            models.CheckConstraint(
+                condition=Q(country__regex=r"^[A-Z]{2}$"), name="companies_country_iso2"
+            ),
+            models.CheckConstraint(condition=~Q(name=""), name="companies_name_not_empty"),
+        ]
+        indexes = [
+            models.Index(fields=["industry", "name"], name="companies_industry_name"),
+            models.Index(fields=["country"], name="companies_country"),
+            models.Index(fields=["verification_status"], name="companies_verification"),
+            # The directory's "by emissions" ordering (COALESCE puts companies with no
+            # records last); the expression must match emissions.views.TOTAL_SORT.
+            models.Index(TOTAL_SORT, "id", name="companies_total_sort"),
+            models.Index("industry", TOTAL_SORT, "id", name="companies_industry_total_sort"),
+            models.Index(fields=["name", "id"], name="companies_name_id"),
+            models.Index(F("created_at").desc(), name="companies_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        # Let the database clock stamp the row, as it does for raw SQL writes.
+        self.updated_at = Now()
+        if self.created_at is None:
+            self.created_at = Now()
+        super().save(*args, **kwargs)
+
+
+class EmissionRecord(models.Model):
+    """One company's reported emissions for one year, by scope."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="emission_records")
+    year = models.IntegerField()
+    scope1_tonnes = models.DecimalField(default=0, db_default=0, **TONNES)
+    scope2_tonnes = models.DecimalField(default=0, db_default=0, **TONNES)
+    scope3_tonnes = models.DecimalField(default=0, db_default=0, **TONNES)
+    total_tonnes = models.GeneratedField(
+        expression=F("scope1_tonnes") + F("scope2_tonnes") + F("scope3_tonnes"),
+        output_field=models.DecimalField(**TONNES),
+        db_persist=True,
+    )
+    source = models.CharField(max_length=200, default="", db_default="", blank=True)
+    verification_status = models.CharField(
+        max_length=10,
+        choices=VerificationStatus.choices,
+        default=VerificationStatus.PENDING,
+        db_default=VerificationStatus.PENDING,
+    )
+    updated_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "emission_records"
+        ordering = ["company_id", "year"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "year"], name="emission_records_company_year"
+            ),
+            models.CheckConstraint(
+                condition=Q(scope1_tonnes__gte=0)
+                & Q(scope2_tonnes__gte=0)
+                & Q(scope3_tonnes__gte=0),
+                name="emission_records_scopes_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(year__gte=1990) & Q(year__lte=2100), name="emission_records_year_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(verification_status__in=VERIFICATION_VALUES),
+                name="emission_records_verification_valid",
+            ),
+        ]
+        indexes = [
+            models.Index("year", F("total_tonnes").desc(), name="emission_records_year_total"),
+        ]
+        triggers = [
+            # The company's latest-year rollup, kept by the database for every writer.
+            # Statement-level over transition tables: one UPDATE per statement, so a
+            # bulk import of 100,000 rows costs one join, not 100,000 trigger calls.
+            pgtrigger.Trigger(
+                name="emission_rollup_insert",
+                operation=pgtrigger.Insert,
+                when=pgtrigger.After,
+                level=pgtrigger.Statement,
+                referencing=pgtrigger.Referencing(new="new_rows"),
+                func="PERFORM company_latest_refresh(ARRAY(SELECT company_id FROM new_rows));"
+                " RETURN NULL;",
+            ),
+            pgtrigger.Trigger(
+                name="emission_rollup_update",
+                operation=pgtrigger.Update,
+                when=pgtrigger.After,
+                level=pgtrigger.Statement,
+                referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
+                func="PERFORM company_latest_refresh(ARRAY("
+                "SELECT company_id FROM new_rows UNION SELECT company_id FROM old_rows));"
+                " RETURN NULL;",
+            ),
+            pgtrigger.Trigger(
+                name="emission_rollup_delete",
+                operation=pgtrigger.Delete,
+                when=pgtrigger.After,
+                level=pgtrigger.Statement,
+                referencing=pgtrigger.Referencing(old="old_rows"),
+                func="PERFORM company_latest_refresh(ARRAY(SELECT company_id FROM old_rows));"
+                " RETURN NULL;",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.company_id} {self.year}"
+
+    def save(self, *args, **kwargs):
+        self.updated_at = Now()
+        super().save(*args, **kwargs)
+
+
+class IndustryBenchmark(models.Model):
+    """A distribution of one metric over an industry's companies for one year."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
+    industry = models.ForeignKey(Industry, on_delete=models.CASCADE, related_name="benchmarks")
+    year = models.IntegerField()
+    metric = models.CharField(max_length=64)
+    p25 = models.DecimalField(**TONNES)
+    median = models.DecimalField(**TONNES)
+    p75 = models.DecimalField(**TONNES)
+    mean = models.DecimalField(**TONNES)
+    company_count = models.IntegerField()
+    computed_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "industry_benchmarks"
+        ordering = ["industry_id", "year", "metric"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["industry", "year", "metric"], name="industry_benchmarks_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(p25__lte=F("median")) & Q(median__lte=F("p75")),
+                name="industry_benchmarks_percentiles_ordered",
+            ),
+            models.CheckConstraint(
+                condition=Q(company_count__gte=0), name="industry_benchmarks_count_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(year__gte=1990) & Q(year__lte=2100),
+                name="industry_benchmarks_year_range",
+            ),
+            models.CheckConstraint(condition=~Q(metric=""), name="industry_benchmarks_metric_set"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.industry_id} {self.year} {self.metric}"
+
+    def save(self, *args, **kwargs):
+        self.computed_at = Now()
+        super().save(*args, **kwargs)

@@ -1,0 +1,206 @@
+"""Reads of the tracked domain, with the audience rules applied in one place.
+
+Audience (PROTOCOL.md): anonymous and ordinary users see public companies and their
+records except `rejected` ones; staff see everything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import Count, Max, Q, QuerySet, Sum
+
+from config.errors import NotFound
+from emissions.models import (
+    Company,
+    EmissionRecord,
+    Industry,
+    IndustryBenchmark,
+    VerificationStatus,
+)
+
+# Top emitters on the overview: enough to fill one dashboard panel.
+TOP_EMITTERS = 10
+
+
+def user_sees_everything(*, user: Any) -> bool:
+    """Staff see non-public companies and rejected records; nobody else does."""
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def company_visible_queryset(*, user: Any) -> QuerySet[Company]:
+    """Companies the user may see."""
+    companies = Company.objects.select_related("industry")
+    if user_sees_everything(user=user):
+        return companies
+    return companies.filter(is_public=True)
+
+
+def emission_record_visible_queryset(*, user: Any) -> QuerySet[EmissionRecord]:
+    """Emission records the user may see."""
+    records = EmissionRecord.objects.all()
+    if user_sees_everything(user=user):
+        return records
+    return records.filter(company__is_public=True).exclude(
+        verification_status=VerificationStatus.REJECTED
+    )
+
+
+def company_list(
+    *,
+    user: Any,
+    industry: Industry | None = None,
+    country: str | None = None,
+    verification_status: str | None = None,
+    search: str | None = None,
+) -> QuerySet[Company]:
+    """The directory: visible companies, filtered; ordering is the caller's."""
+    companies = company_visible_queryset(user=user)
+    if industry is not None:
+        companies = companies.filter(industry=industry)
+    if country:
+        companies = companies.filter(country=country)
+    if verification_status:
+        companies = companies.filter(verification_status=verification_status)
+    if search:
+        companies = companies.filter(name__icontains=search)
+    return companies
+
+
+def company_get(*, user: Any, company_id: uuid.UUID | str) -> Company:
+    """One visible company; a hidden one is as absent as a missing one."""
+    try:
+        return company_visible_queryset(user=user).get(pk=company_id)
+    except (Company.DoesNotExist, ValueError) as exc:
+        raise NotFound("No such company.") from exc
+
+
+def company_emission_records(*, user: Any, company: Company) -> list[EmissionRecord]:
+    """The company's visible records, oldest year first."""
+    return list(
+        emission_record_visible_queryset(user=user).filter(company=company).order_by("year")
+    )
+
+
+def industry_get_by_slug(*, slug: str) -> Industry | None:
+    """The industry with this slug, or None."""
+    return Industry.objects.filter(slug=slug).first()
+
+
+def industry_get(*, slug: str) -> Industry:
+    """The industry with this slug; industries themselves are public."""
+    industry = industry_get_by_slug(slug=slug)
+    if industry is None:
+        raise NotFound("No such industry.")
+    return industry
+
+
+def reporting_year(*, user: Any) -> int | None:
+    """The most recent year with visible emission data (the dashboards' default year)."""
+    return emission_record_visible_queryset(user=user).aggregate(year=Max("year"))["year"]
+
+
+def industry_totals_for_year(*, user: Any, year: int | None) -> dict[uuid.UUID, dict]:
+    """Per-industry totals for one year over what the user may see, keyed by industry id."""
+    if year is None:
+        return {}
+    rows = (
+        emission_record_visible_queryset(user=user)
+        .filter(year=year)
+        .values("company__industry_id")
+        .annotate(
+            total_tonnes=Sum("total_tonnes"),
+            scope1_tonnes=Sum("scope1_tonnes"),
+            scope2_tonnes=Sum("scope2_tonnes"),
+            scope3_tonnes=Sum("scope3_tonnes"),
+            reporting_companies=Count("id"),
+        )
+    )
+    return {row.pop("company__industry_id"): row for row in rows}
+
+
+def industry_list(*, user: Any) -> QuerySet[Industry]:
+    """Industries with the number of companies the user may see."""
+    visible = Q() if user_sees_everything(user=user) else Q(companies__is_public=True)
+    return Industry.objects.annotate(company_count=Count("companies", filter=visible))
+
+
+def industry_totals_by_year(*, user: Any, industry: Industry) -> list[dict]:
+    """The industry's visible emissions summed per year, oldest first."""
+    return list(
+        emission_record_visible_queryset(user=user)
+        .filter(company__industry=industry)
+        .values("year")
+        .annotate(
+            total_tonnes=Sum("total_tonnes"),
+            scope1_tonnes=Sum("scope1_tonnes"),
+            scope2_tonnes=Sum("scope2_tonnes"),
+            scope3_tonnes=Sum("scope3_tonnes"),
+            reporting_companies=Count("id"),
+        )
+        .order_by("year")
+    )
+
+
+def industry_benchmarks(*, industry: Industry) -> list[IndustryBenchmark]:
+    """The industry's benchmark rows, by year then metric."""
+    return list(industry.benchmarks.order_by("year", "metric"))
+
+
+def overview_get(*, user: Any, year: int | None = None) -> dict:
+    """Platform totals, totals by industry and the top emitters for one year."""
+    if year is None:
+        year = reporting_year(user=user)
+    by_industry = industry_totals_for_year(user=user, year=year)
+    industries = {industry.id: industry for industry in industry_list(user=user)}
+
+    industry_rows = []
+    for industry_id, industry in industries.items():
+        totals = by_industry.get(industry_id, {})
+        industry_rows.append(
+            {
+                "slug": industry.slug,
+                "name": industry.name,
+                "sector": industry.sector,
+                "company_count": industry.company_count,
+                "reporting_companies": totals.get("reporting_companies", 0),
+                "total_tonnes": totals.get("total_tonnes") or 0,
+            }
+        )
+    industry_rows.sort(key=lambda row: (-row["total_tonnes"], row["slug"]))
+
+    def total(key: str) -> Any:
+        return sum((row.get(key) or 0 for row in by_industry.values()), 0)
+
+    top_records = (
+        emission_record_visible_queryset(user=user)
+        .filter(year=year)
+        .select_related("company__industry")
+        .order_by("-total_tonnes", "id")[:TOP_EMITTERS]
+    )
+    top_emitters = [
+        {
+            "id": record.company_id,
+            "name": record.company.name,
+            "country": record.company.country,
+            "industry": record.company.industry.slug,
+            "year": record.year,
+            "total_tonnes": record.total_tonnes,
+        }
+        for record in top_records
+    ]
+    return {
+        "year": year,
+        "totals": {
+            "companies": sum(row["company_count"] for row in industry_rows),
+            "reporting_companies": total("reporting_companies"),
+            "total_tonnes": total("total_tonnes"),
+            "scope1_tonnes": total("scope1_tonnes"),
+            "scope2_tonnes": total("scope2_tonnes"),
+            "scope3_tonnes": total("scope3_tonnes"),
+            "industries": len(industry_rows),
+        },
+        "by_industry": industry_rows,
+        "top_emitters": top_emitters,
+    }

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from emissions import views
+
+urlpatterns = [
+    path("", views.overview_page, name="overview"),
+    path("api/companies/", views.CompanyListView.as_view(), name="api-company-list"),
+    path("api/companies/<uuid:company_id>/", views.CompanyDetailView.as_view(), name="api-company"),
+    path("api/industries/", views.IndustryListView.as_view(), name="api-industry-list"),
+    path("api/industries/<slug:slug>/", views.IndustryDetailView.as_view(), name="api-industry"),
+    path("api/overview/", views.OverviewView.as_view(), name="api-overview"),
+]

@@ -1,0 +1,160 @@
+"""Dashboard API views and the overview page. Thin: parse, call a selector, serialize."""
+
+from __future__ import annotations
+
+from django.shortcuts import render
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import InvalidParameter
+from emissions import selectors
+from emissions.models import TOTAL_SORT
+from emissions.pagination import DashboardCursorPagination
+from emissions.serializers import (
+    COMPANY_DETAIL_FIELDS,
+    CompanyDetailSerializer,
+    CompanyListQuerySerializer,
+    CompanySerializer,
+    FieldsQuerySerializer,
+    IndustryBenchmarkSerializer,
+    IndustrySerializer,
+    NoQuerySerializer,
+    OverviewQuerySerializer,
+    PageQuerySerializer,
+)
+
+
+def validated_query(request: Request, serializer_class, **context) -> dict:
+    """Validate query parameters; unknown names are refused so typos never pass silently."""
+    serializer = serializer_class(data=request.query_params, context=context)
+    unknown = sorted(set(request.query_params) - set(serializer.fields))
+    if unknown:
+        raise InvalidParameter(
+            f"Unknown query parameter(s): {', '.join(unknown)}. "
+            f"Allowed: {', '.join(sorted(serializer.fields))}."
+        )
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("industry", str, description="industry slug"),
+        OpenApiParameter("country", str, description="ISO 3166-1 alpha-2 code"),
+        OpenApiParameter("verification_status", str, enum=["pending", "verified", "rejected"]),
+        OpenApiParameter("search", str, description="part of the company name"),
+        OpenApiParameter(
+            "ordering", str, enum=list(CompanyListQuerySerializer.ORDERINGS), default="name"
+        ),
+        OpenApiParameter("fields", str, description="comma-separated field names"),
+        OpenApiParameter("page_size", int, description="1 to 500, default 50"),
+    ]
+)
+class CompanyListView(generics.ListAPIView):
+    """The company directory."""
+
+    serializer_class = CompanySerializer
+    pagination_class = DashboardCursorPagination
+
+    def get_queryset(self):
+        params = self.query
+        industry = None
+        if "industry" in params:
+            industry = selectors.industry_get_by_slug(slug=params["industry"])
+            if industry is None:
+                raise InvalidParameter(f"Unknown industry: {params['industry']}.")
+        companies = selectors.company_list(
+            user=self.request.user,
+            industry=industry,
+            country=params.get("country"),
+            verification_status=params.get("verification_status"),
+            search=params.get("search"),
+        )
+        return companies.annotate(total_sort=TOTAL_SORT)
+
+    def get_cursor_ordering(self) -> tuple[str, ...]:
+        return CompanyListQuerySerializer.ORDERINGS[self.query["ordering"]]
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "fields": self.query.get("fields")}
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        self.query = validated_query(request, CompanyListQuerySerializer)
+        return super().list(request, *args, **kwargs)
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("fields", str, description="comma-separated field names")],
+    responses=CompanyDetailSerializer,
+)
+class CompanyDetailView(APIView):
+    """One company: profile and every year of emissions the user may see."""
+
+    def get(self, request: Request, company_id) -> Response:
+        query = validated_query(
+            request, FieldsQuerySerializer, allowed_fields=COMPANY_DETAIL_FIELDS
+        )
+        company = selectors.company_get(user=request.user, company_id=company_id)
+        company.visible_records = selectors.company_emission_records(
+            user=request.user, company=company
+        )
+        data = CompanyDetailSerializer(company, context={"fields": query.get("fields")}).data
+        return Response(data)
+
+
+@extend_schema(parameters=[OpenApiParameter("page_size", int)])
+class IndustryListView(generics.ListAPIView):
+    """Industries with their visible company counts."""
+
+    serializer_class = IndustrySerializer
+    pagination_class = DashboardCursorPagination
+
+    def get_queryset(self):
+        return selectors.industry_list(user=self.request.user)
+
+    def get_cursor_ordering(self) -> tuple[str, ...]:
+        return ("slug",)
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        validated_query(request, PageQuerySerializer)
+        return super().list(request, *args, **kwargs)
+
+
+class IndustryDetailView(APIView):
+    """One industry: totals per year and its benchmarks."""
+
+    def get(self, request: Request, slug: str) -> Response:
+        validated_query(request, NoQuerySerializer)
+        industry = selectors.industry_get(slug=slug)
+        company_count = (
+            selectors.company_visible_queryset(user=request.user).filter(industry=industry).count()
+        )
+        return Response(
+            {
+                **IndustrySerializer(industry).data,
+                "company_count": company_count,
+                "totals_by_year": selectors.industry_totals_by_year(
+                    user=request.user, industry=industry
+                ),
+                "benchmarks": IndustryBenchmarkSerializer(
+                    selectors.industry_benchmarks(industry=industry), many=True
+                ).data,
+            }
+        )
+
+
+@extend_schema(parameters=[OpenApiParameter("year", int, description="default: latest year")])
+class OverviewView(APIView):
+    """Platform totals, totals by industry and the top emitters for one year."""
+
+    def get(self, request: Request) -> Response:
+        query = validated_query(request, OverviewQuerySerializer)
+        return Response(selectors.overview_get(user=request.user, year=query.get("year")))
+
+
+def overview_page(request):
+    """The overview page, rendered on the server."""
+    return render(request, "overview.html", {"overview": selectors.overview_get(user=request.user)})
