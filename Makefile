@@ -22,7 +22,7 @@ EMBEDDED := $(BIN)/python -m config.embedded run --
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	@touch $(INSTALLED)
 
 install: $(INSTALLED)

@@ -1,0 +1,18 @@
+# The application image used by docker-compose.yml (web, worker, beat, flower).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY . .
+RUN pip install . && python -m pip check
+
+# Static files are collected at build time; WhiteNoise serves them.
+RUN DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
+    STATIC_ROOT=/app/staticfiles python manage.py collectstatic --noinput
+
+ENV STATIC_ROOT=/app/staticfiles
+RUN useradd --system --uid 1000 app
+USER app
+EXPOSE 8000
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "config.asgi:application"]
