@@ -235,6 +235,9 @@ API_PAGE_SIZE = 50
 # and the client more than a second request does.
 API_MAX_PAGE_SIZE = 500
 
+# Size of the demo data set `make run` loads into an empty database.
+DEMO_COMPANIES = int(os.environ.get("DEMO_COMPANIES", "100000"))
+
 # --- Logging ----------------------------------------------------------------------------
 
 LOGGING = {
@@ -244,4 +247,35 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Change publication -------------------------------------------------------------------
+
+# Most changes one publisher transaction claims. A 100,000-row bulk update is published
+# in a few batches of this size, each a few seconds of work at most, so the lock is
+# never held for long and memory stays bounded.
+PUBLISHER_CLAIM_LIMIT = int(os.environ.get("PUBLISHER_CLAIM_LIMIT", "20000"))
+# Items per group message / WebSocket frame: a burst is delivered in full, split into
+# frames a browser parses in a few milliseconds.
+PUBLISHER_FRAME_MAX_ITEMS = int(os.environ.get("PUBLISHER_FRAME_MAX_ITEMS", "500"))
+# How often the running publisher probes the partial index of unprocessed changes when
+# idle. An empty index probe costs microseconds; 20 ms keeps the added latency small
+# (10 ms on average) without NOTIFY's commit-time lock (docs/benchmarks.md).
+PUBLISHER_POLL_INTERVAL = float(os.environ.get("PUBLISHER_POLL_INTERVAL", "0.02"))
+# After waking, wait this long for more changes so that changes arriving together go
+# out as one batch ("intelligent batching").
+PUBLISHER_DEBOUNCE = float(os.environ.get("PUBLISHER_DEBOUNCE", "0.01"))
+# Published changes are kept this long for catch-up; older cursors get a reset.
+CHANGE_RETENTION_DAYS = float(os.environ.get("CHANGE_RETENTION_DAYS", "7"))
+# Rows deleted per pruning statement: short transactions, no long locks on the log.
+CHANGE_PRUNE_BATCH = int(os.environ.get("CHANGE_PRUNE_BATCH", "10000"))
+# More missed changes than this in one catch-up gets `too_many_changes` (PROTOCOL.md).
+CATCHUP_MAX_CHANGES = int(os.environ.get("CATCHUP_MAX_CHANGES", "10000"))
+# Significance rules (changes.significance documents each).
+SIGNIFICANCE_RULES = {
+    "total_major_pct": float(os.environ.get("SIGNIFICANCE_TOTAL_MAJOR_PCT", "10")),
+    "total_critical_pct": float(os.environ.get("SIGNIFICANCE_TOTAL_CRITICAL_PCT", "50")),
+    "quality_major_points": float(os.environ.get("SIGNIFICANCE_QUALITY_MAJOR_POINTS", "20")),
+    "benchmark_major_pct": float(os.environ.get("SIGNIFICANCE_BENCHMARK_MAJOR_PCT", "5")),
+    "top_rank": int(os.environ.get("SIGNIFICANCE_TOP_RANK", "10")),
 }

@@ -10,7 +10,9 @@ import pgtrigger
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Cast, Coalesce, Now
+
+from changes.capture import CaptureSpec, capture_triggers
 
 
 class VerificationStatus(models.TextChoices):
@@ -28,6 +30,118 @@ TONNES = {"max_digits": 18, "decimal_places": 3}
 # Sort key of "by total emissions": companies without any record sort below every total.
 TOTAL_SORT = Coalesce(
     F("latest_total_tonnes"), Value(-1), output_field=models.DecimalField(**TONNES)
+)
+
+
+COMPANY_CAPTURE = CaptureSpec(
+    table="companies",
+    entity="company",
+    # latest_* are derived from emission records (their own changes carry them);
+    # timestamps move on every save and would make no-op saves look like changes.
+    columns=(
+        "name",
+        "country",
+        "industry_id",
+        "is_public",
+        "verification_status",
+        "data_quality_score",
+    ),
+    extra_columns=("created_at", "updated_at"),
+    keys={"company_id": "r.id", "industry_id": "r.industry_id", "is_public": "r.is_public"},
+    update_keys=(
+        ("old_industry_id", "o.industry_id"),
+        ("old_is_public", "o.is_public"),
+        ("row", "CASE WHEN o.is_public IS DISTINCT FROM r.is_public THEN {row} END"),
+        # When visibility or industry moves, the company's records move with it between
+        # aggregates: their values, read under the row locks taken just before.
+        (
+            "records",
+            "CASE WHEN (o.is_public, o.industry_id) IS DISTINCT FROM (r.is_public, r.industry_id)"
+            " THEN (SELECT coalesce(jsonb_agg(jsonb_build_object("
+            "'year', er.year, 'total_tonnes', er.total_tonnes,"
+            " 'scope1_tonnes', er.scope1_tonnes, 'scope2_tonnes', er.scope2_tonnes,"
+            " 'scope3_tonnes', er.scope3_tonnes,"
+            " 'verification_status', er.verification_status)), '[]'::jsonb)"
+            " FROM emission_records er WHERE er.company_id = r.id) END",
+        ),
+    ),
+)
+
+# Serialises a company's visibility or industry move with concurrent writes to its
+# records, so the record values captured with the move are exactly those the
+# aggregates hold (a record written concurrently is captured after it, seeing the move).
+COMPANY_MOVE_LOCK = """
+    PERFORM 1 FROM emission_records er
+     WHERE er.company_id IN (
+           SELECT r.id FROM new_rows r JOIN old_rows o ON o.id = r.id
+            WHERE (o.is_public, o.industry_id) IS DISTINCT FROM (r.is_public, r.industry_id))
+       FOR UPDATE;
+"""
+
+EMISSION_RECORD_CAPTURE = CaptureSpec(
+    table="emission_records",
+    entity="emission_record",
+    columns=(
+        "company_id",
+        "year",
+        "scope1_tonnes",
+        "scope2_tonnes",
+        "scope3_tonnes",
+        "total_tonnes",
+        "source",
+        "verification_status",
+    ),
+    extra_columns=("updated_at",),
+    join="LEFT JOIN companies j ON j.id = {r}.company_id",
+    # The aggregate inputs travel whole: a status change alone still needs the totals.
+    keys={
+        "company_id": "r.company_id",
+        "industry_id": "j.industry_id",
+        "company_public": "j.is_public",
+        "year": "r.year",
+        "total_tonnes": "r.total_tonnes",
+        "scope1_tonnes": "r.scope1_tonnes",
+        "scope2_tonnes": "r.scope2_tonnes",
+        "scope3_tonnes": "r.scope3_tonnes",
+        "verification_status": "r.verification_status",
+    },
+    update_keys=(
+        (
+            "row",
+            "CASE WHEN (o.verification_status = 'rejected')"
+            " IS DISTINCT FROM (r.verification_status = 'rejected')"
+            " OR o.company_id IS DISTINCT FROM r.company_id THEN {row} END",
+        ),
+        # Only for a record moved between companies: where its contribution was.
+        (
+            "old_industry_id",
+            "CASE WHEN o.company_id IS DISTINCT FROM r.company_id"
+            " THEN (SELECT oc.industry_id FROM companies oc WHERE oc.id = o.company_id) END",
+        ),
+        (
+            "old_company_public",
+            "CASE WHEN o.company_id IS DISTINCT FROM r.company_id"
+            " THEN (SELECT oc.is_public FROM companies oc WHERE oc.id = o.company_id) END",
+        ),
+    ),
+)
+
+BENCHMARK_CAPTURE = CaptureSpec(
+    table="industry_benchmarks",
+    entity="industry_benchmark",
+    columns=(
+        "industry_id",
+        "year",
+        "metric",
+        "p25",
+        "median",
+        "p75",
+        "mean",
+        "company_count",
+        "impact",
+    ),
+    extra_columns=("computed_at",),
+    keys={"industry_id": "r.industry_id", "year": "r.year", "metric": "r.metric"},
 )
 
 
@@ -81,6 +195,7 @@ class Company(models.Model):
 
     class Meta:
         db_table = "companies"
+        triggers = capture_triggers(COMPANY_CAPTURE, before_update=COMPANY_MOVE_LOCK)
         ordering = ["name"]
         verbose_name_plural = "companies"
         constraints = [
@@ -168,6 +283,7 @@ class EmissionRecord(models.Model):
             models.Index("year", F("total_tonnes").desc(), name="emission_records_year_total"),
         ]
         triggers = [
+            *capture_triggers(EMISSION_RECORD_CAPTURE),
             # The company's latest-year rollup, kept by the database for every writer.
             # Statement-level over transition tables: one UPDATE per statement, so a
             # bulk import of 100,000 rows costs one join, not 100,000 trigger calls.
@@ -221,10 +337,16 @@ class IndustryBenchmark(models.Model):
     p75 = models.DecimalField(**TONNES)
     mean = models.DecimalField(**TONNES)
     company_count = models.IntegerField()
+    # How the last recompute moved this benchmark (median shift, companies that crossed
+    # a percentile), so its change item explains itself.
+    impact = models.JSONField(
+        default=dict, db_default=Cast(Value("{}"), models.JSONField()), blank=True
+    )
     computed_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
 
     class Meta:
         db_table = "industry_benchmarks"
+        triggers = capture_triggers(BENCHMARK_CAPTURE)
         ordering = ["industry_id", "year", "metric"]
         constraints = [
             models.UniqueConstraint(

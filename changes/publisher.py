@@ -1,0 +1,404 @@
+"""The publisher: captured changes to ordered, routed, redacted batches.
+
+`change_batch_publish()` does the database half in one transaction holding a
+transaction-scoped advisory lock, so any number of publishers may run and exactly one
+publishes at a time: it claims the committed, unprocessed changes in capture order,
+assigns each its `seq`, scores its significance, derives its contexts, moves the
+running totals (emitting `aggregate` items for the totals that moved), records the
+routes and each context's head, marks the changes processed and commits. Only then does
+`frames_fan_out()` send one group message per context and audience, each frame carrying
+`prev_seq` so a receiver that missed one notices and repairs the gap from the log.
+
+A publisher killed before its commit loses nothing: the claim rolls back with it and
+the next run publishes the same changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from changes.aggregates import PLATFORM, AggregateDeltas, AggregateKey
+from changes.contexts import OVERVIEW, industry_context
+from changes.items import (
+    BatchMessage,
+    CapturedChange,
+    ChangeItem,
+    change_contexts,
+    change_items,
+    items_coalesce,
+)
+from changes.models import AUDIENCE_BITS
+from changes.significance import change_significance, significance_rules
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key of the publisher ("carbonpb" as an int64).
+PUBLISHER_LOCK_KEY = 0x636172626F6E7062
+
+CLAIM_COLUMNS = (
+    "id, capture_id, table_name, entity, record_id, change_type, changed_columns,"
+    " change_data, routing, created_at"
+)
+
+
+@dataclass
+class Frame:
+    """One group message: part of a batch for one context and audience."""
+
+    context: str
+    audience: str
+    seq_from: int
+    seq_to: int
+    prev_seq: int
+    message: BatchMessage
+
+
+@dataclass
+class PublishResult:
+    """What one run of the publisher did."""
+
+    changes: int = 0
+    seq_from: int = 0
+    seq_to: int = 0
+    has_more: bool = False
+    lag_ms: float = 0.0
+    frames: list[Frame] = field(default_factory=list)
+
+
+def json_loads(text: str | None) -> Any:
+    """jsonb as Python, numbers with decimals as Decimal so totals never drift."""
+    if text is None:
+        return None
+    return json.loads(text, parse_float=Decimal)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_dumps(value: Any) -> str:
+    """Compact JSON for the database and the wire (Decimal as a JSON number)."""
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+def captured_change_from_row(row: tuple) -> CapturedChange:
+    """A claimed or logged `data_changes` row (CLAIM_COLUMNS order) as a CapturedChange."""
+    return CapturedChange(
+        id=row[0],
+        capture_id=row[1],
+        table_name=row[2],
+        entity=row[3],
+        record_id=row[4],
+        change_type=row[5],
+        changed_columns=list(row[6] or []),
+        change_data=json_loads(row[7]) or {},
+        routing=json_loads(row[8]) or {},
+        created_at=row[9],
+    )
+
+
+def industry_slugs() -> dict[str, str]:
+    """industry id (as text) to slug; thirty-odd rows, read once per batch."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id::text, slug FROM industries")
+        return dict(cursor.fetchall())
+
+
+def _next_seqs(cursor, count: int) -> list[int]:
+    if count == 0:
+        return []
+    cursor.execute("SELECT nextval('data_changes_seq_seq') FROM generate_series(1, %s)", [count])
+    return sorted(row[0] for row in cursor.fetchall())
+
+
+def _top_thresholds(cursor, rank: int):
+    cache: dict[int, Decimal | None] = {}
+
+    def threshold(year: int) -> Decimal | None:
+        if year not in cache:
+            cursor.execute(
+                "SELECT total_tonnes FROM emission_records WHERE year = %s"
+                " ORDER BY total_tonnes DESC OFFSET %s LIMIT 1",
+                [year, rank - 1],
+            )
+            row = cursor.fetchone()
+            cache[year] = row[0] if row else None
+        return cache[year]
+
+    return threshold
+
+
+def _aggregate_contexts(scope: str) -> list[str]:
+    if scope == PLATFORM:
+        return [OVERVIEW]
+    return [OVERVIEW, industry_context(scope.removeprefix("industry:"))]
+
+
+def _aggregate_id(scope: str, year: int | None) -> str:
+    return scope if year is None else f"{scope}:{year}"
+
+
+def _aggregates_apply(cursor, moved: dict[AggregateKey, dict[str, Decimal]]) -> list[tuple]:
+    """Add the deltas to aggregate_totals; returns (key, before, after) for each."""
+    if not moved:
+        return []
+    keys = sorted(moved, key=lambda key: (key[0], key[1] is None, key[1] or 0, key[2]))
+    measures = ("total_tonnes", "scope1_tonnes", "scope2_tonnes", "scope3_tonnes")
+    counters = ("reporting_companies", "companies")
+    rows = [
+        (
+            scope,
+            year,
+            audience,
+            *[moved[(scope, year, audience)].get(m, Decimal(0)) for m in measures],
+            *[int(moved[(scope, year, audience)].get(c, 0)) for c in counters],
+        )
+        for scope, year, audience in keys
+    ]
+    results = []
+    for row in rows:
+        cursor.execute(
+            """
+            INSERT INTO aggregate_totals AS a (scope, year, audience, total_tonnes, scope1_tonnes,
+                scope2_tonnes, scope3_tonnes, reporting_companies, companies)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (scope, year, audience) DO UPDATE SET
+                total_tonnes = a.total_tonnes + EXCLUDED.total_tonnes,
+                scope1_tonnes = a.scope1_tonnes + EXCLUDED.scope1_tonnes,
+                scope2_tonnes = a.scope2_tonnes + EXCLUDED.scope2_tonnes,
+                scope3_tonnes = a.scope3_tonnes + EXCLUDED.scope3_tonnes,
+                reporting_companies = a.reporting_companies + EXCLUDED.reporting_companies,
+                companies = a.companies + EXCLUDED.companies
+            RETURNING total_tonnes, scope1_tonnes, scope2_tonnes, scope3_tonnes,
+                reporting_companies, companies
+            """,
+            list(row),
+        )
+        after = dict(zip((*measures, *counters), cursor.fetchone(), strict=True))
+        delta = moved[(row[0], row[1], row[2])]
+        before = {name: after[name] - delta.get(name, 0) for name in after}
+        results.append(((row[0], row[1], row[2]), before, after))
+    return results
+
+
+def _aggregate_change(key: AggregateKey, before: dict, after: dict, at) -> CapturedChange:
+    scope, year, audience = key
+    if year is None:
+        names = ["companies"]
+    else:
+        names = ["total_tonnes", "scope1_tonnes", "scope2_tonnes", "scope3_tonnes"]
+        names.append("reporting_companies")
+    changed = [name for name in names if before[name] != after[name]]
+    return CapturedChange(
+        id=None,
+        capture_id=0,
+        table_name="aggregate_totals",
+        entity="aggregate",
+        record_id=_aggregate_id(scope, year),
+        change_type="update",
+        changed_columns=changed,
+        change_data={
+            "old": {name: before[name] for name in changed},
+            "new": {"scope": scope, "year": year, **{name: after[name] for name in names}},
+        },
+        routing={},
+        created_at=at,
+        significance="minor",
+        audience=audience,
+        contexts=_aggregate_contexts(scope),
+    )
+
+
+def _frames_build(
+    cursor, routed: dict[tuple[str, str], list[ChangeItem]], frame_size: int
+) -> list[Frame]:
+    """Split each context's items into frames chained by prev_seq; store the new heads."""
+    if not routed:
+        return []
+    keys = sorted(routed)
+    cursor.execute(
+        "SELECT context, audience, last_seq FROM context_heads"
+        " WHERE (context, audience) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        " FOR UPDATE",
+        [[k[0] for k in keys], [k[1] for k in keys]],
+    )
+    heads = {(c, a): seq for c, a, seq in cursor.fetchall()}
+    frames: list[Frame] = []
+    new_heads: list[tuple[str, str, int]] = []
+    for key in keys:
+        context, audience = key
+        items = routed[key]
+        prev_seq = heads.get(key, 0)
+        for start in range(0, len(items), frame_size):
+            chunk = items[start : start + frame_size]
+            seq_from, seq_to = chunk[0]["seq"], chunk[-1]["seq"]
+            message: BatchMessage = {
+                "type": "batch",
+                "context": context,
+                "seq_from": seq_from,
+                "seq_to": seq_to,
+                "prev_seq": prev_seq,
+                "changes": items_coalesce(chunk),
+            }
+            frames.append(Frame(context, audience, seq_from, seq_to, prev_seq, message))
+            prev_seq = seq_to
+        new_heads.append((context, audience, prev_seq))
+    cursor.execute(
+        "INSERT INTO context_heads (context, audience, last_seq)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+        " ON CONFLICT (context, audience) DO UPDATE SET last_seq = EXCLUDED.last_seq",
+        [[h[0] for h in new_heads], [h[1] for h in new_heads], [h[2] for h in new_heads]],
+    )
+    return frames
+
+
+@transaction.atomic
+def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
+    """Publish one batch of captured changes. Returns None when another publisher holds
+    the lock. Takes the publisher's transaction-scoped advisory lock itself."""
+    limit = limit or settings.PUBLISHER_CLAIM_LIMIT
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [PUBLISHER_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(
+            f"SELECT {CLAIM_COLUMNS} FROM data_changes WHERE processed_at IS NULL"
+            " ORDER BY capture_id LIMIT %s",
+            [limit + 1],
+        )
+        rows = cursor.fetchall()
+        has_more = len(rows) > limit
+        changes = [captured_change_from_row(row) for row in rows[:limit]]
+        if not changes:
+            return PublishResult()
+
+        slugs = industry_slugs()
+        rules = significance_rules()
+        threshold = _top_thresholds(cursor, rules["top_rank"])
+        deltas = AggregateDeltas(slugs)
+        for change, seq in zip(changes, _next_seqs(cursor, len(changes)), strict=True):
+            change.seq = seq
+            change.significance = change_significance(change, rules=rules, top_threshold=threshold)
+            change.contexts = change_contexts(change, slugs)
+            deltas.add_change(change)
+
+        cursor.execute("SELECT clock_timestamp()")
+        now = cursor.fetchone()[0]
+        moved = _aggregates_apply(cursor, deltas.moved())
+        aggregates = [_aggregate_change(key, before, after, now) for key, before, after in moved]
+        for change, seq in zip(aggregates, _next_seqs(cursor, len(aggregates)), strict=True):
+            change.seq = seq
+
+        cursor.execute(
+            "UPDATE data_changes d SET seq = x.seq, processed_at = %s, significance = x.sig,"
+            " contexts = ARRAY(SELECT jsonb_array_elements_text(x.ctx))"
+            " FROM unnest(%s::uuid[], %s::bigint[], %s::jsonb[], %s::text[])"
+            " AS x(id, seq, ctx, sig) WHERE d.id = x.id",
+            [
+                now,
+                [c.id for c in changes],
+                [c.seq for c in changes],
+                [json_dumps(c.contexts) for c in changes],
+                [c.significance for c in changes],
+            ],
+        )
+        if aggregates:
+            cursor.execute(
+                "INSERT INTO data_changes (capture_id, table_name, entity, record_id,"
+                " change_type, changed_columns, change_data, routing, created_at, processed_at,"
+                " seq, contexts, significance, audience)"
+                " SELECT 0, 'aggregate_totals', 'aggregate', x.rid, 'update',"
+                " ARRAY(SELECT jsonb_array_elements_text(x.changed)), x.data, '{}'::jsonb,"
+                " %s, %s, x.seq, ARRAY(SELECT jsonb_array_elements_text(x.ctx)), 'minor',"
+                " x.audience"
+                " FROM unnest(%s::text[], %s::jsonb[], %s::jsonb[], %s::bigint[], %s::jsonb[],"
+                " %s::text[]) AS x(rid, changed, data, seq, ctx, audience)",
+                [
+                    now,
+                    now,
+                    [a.record_id for a in aggregates],
+                    [json_dumps(a.changed_columns) for a in aggregates],
+                    [json_dumps(a.change_data) for a in aggregates],
+                    [a.seq for a in aggregates],
+                    [json_dumps(a.contexts) for a in aggregates],
+                    [a.audience for a in aggregates],
+                ],
+            )
+
+        routed: dict[tuple[str, str], list[ChangeItem]] = {}
+        routes: dict[tuple[str, int], int] = {}
+        for change in [*changes, *aggregates]:
+            for (context, audience), item in change_items(change, slugs).items():
+                routed.setdefault((context, audience), []).append(item)
+                routes[(context, change.seq)] = (
+                    routes.get((context, change.seq), 0) | (AUDIENCE_BITS[audience])
+                )
+        if routes:
+            cursor.execute(
+                "INSERT INTO change_routes (context, seq, audiences)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::smallint[])",
+                [[k[0] for k in routes], [k[1] for k in routes], list(routes.values())],
+            )
+        for items in routed.values():
+            items.sort(key=lambda item: item["seq"])
+        frames = _frames_build(cursor, routed, settings.PUBLISHER_FRAME_MAX_ITEMS)
+
+        seq_to = max(c.seq for c in [*changes, *aggregates])
+        cursor.execute(
+            "UPDATE change_log_state SET head_seq = %s, last_published_at = %s WHERE id = 1",
+            [seq_to, now],
+        )
+        oldest = min(c.created_at for c in changes)
+        return PublishResult(
+            changes=len(changes),
+            seq_from=changes[0].seq,
+            seq_to=seq_to,
+            has_more=has_more,
+            lag_ms=(now - oldest).total_seconds() * 1000,
+            frames=frames,
+        )
+
+
+def changes_pending() -> bool:
+    """Whether anything waits to be published: one probe of the partial index."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM data_changes WHERE processed_at IS NULL)")
+        return cursor.fetchone()[0]
+
+
+async def frames_fan_out(frames: list[Frame]) -> None:
+    """Send each frame to its context group, once, after the batch committed."""
+    if not frames:
+        return
+    from realtime.broadcast import batch_frames_send
+
+    await batch_frames_send(frames)
+
+
+def publish_once_sync() -> PublishResult | None:
+    """Publish one batch and fan it out, from synchronous code (the Celery safety net)."""
+    from asgiref.sync import async_to_sync
+
+    started = time.monotonic()
+    result = change_batch_publish()
+    if result and result.frames:
+        async_to_sync(frames_fan_out)(result.frames)
+    if result and result.changes:
+        logger.info(
+            "published %s changes (seq %s..%s) in %.1f ms",
+            result.changes,
+            result.seq_from,
+            result.seq_to,
+            (time.monotonic() - started) * 1000,
+        )
+    return result

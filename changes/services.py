@@ -1,0 +1,106 @@
+"""Writes to the change log other than publication: reset and retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
+from changes.publisher import PUBLISHER_LOCK_KEY
+
+logger = logging.getLogger(__name__)
+
+# The running totals from the tables themselves, per audience: one statement each for
+# the yearly sums and the company counts, platform-wide and per industry.
+_YEARLY_TOTALS_SQL = """
+INSERT INTO aggregate_totals (scope, year, audience, total_tonnes, scope1_tonnes,
+    scope2_tonnes, scope3_tonnes, reporting_companies, companies)
+SELECT coalesce('industry:' || i.slug, 'platform'), er.year, %(audience)s,
+       sum(er.total_tonnes), sum(er.scope1_tonnes), sum(er.scope2_tonnes),
+       sum(er.scope3_tonnes), count(*), 0
+  FROM emission_records er
+  JOIN companies c ON c.id = er.company_id
+  JOIN industries i ON i.id = c.industry_id
+ WHERE %(staff)s OR (c.is_public AND er.verification_status <> 'rejected')
+ GROUP BY GROUPING SETS ((i.slug, er.year), (er.year))
+"""
+
+_COMPANY_COUNTS_SQL = """
+INSERT INTO aggregate_totals (scope, year, audience, total_tonnes, scope1_tonnes,
+    scope2_tonnes, scope3_tonnes, reporting_companies, companies)
+SELECT coalesce('industry:' || i.slug, 'platform'), NULL, %(audience)s, 0, 0, 0, 0, 0,
+       count(*)
+  FROM companies c
+  JOIN industries i ON i.id = c.industry_id
+ WHERE %(staff)s OR c.is_public
+ GROUP BY GROUPING SETS ((i.slug), ())
+"""
+
+
+@transaction.atomic
+def change_log_reset(*, reason: str) -> str:
+    """Start a new epoch: empty the log, rebuild the running totals from the tables.
+
+    For bulk loads that bypassed capture. Clients holding the old epoch reload. Takes the
+    publisher's advisory lock and an exclusive lock on the log, so no publisher runs and
+    no writer captures until the new epoch is committed; writes captured after that are
+    published on top of the rebuilt totals. Returns the new epoch.
+    """
+    epoch = secrets.token_hex(8)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PUBLISHER_LOCK_KEY])
+        cursor.execute("LOCK TABLE data_changes IN ACCESS EXCLUSIVE MODE")
+        cursor.execute("TRUNCATE data_changes, change_routes, context_heads, aggregate_totals")
+        for audience, staff in ((AUDIENCE_PUBLIC, False), (AUDIENCE_STAFF, True)):
+            params = {"audience": audience, "staff": staff}
+            cursor.execute(_YEARLY_TOTALS_SQL, params)
+            cursor.execute(_COMPANY_COUNTS_SQL, params)
+        # Seqs are never reused: the new epoch continues after the old head, and every
+        # cursor at or below it is too old.
+        cursor.execute(
+            "UPDATE change_log_state SET epoch = %s,"
+            " head_seq = greatest(head_seq, (SELECT last_value FROM data_changes_seq_seq)),"
+            " pruned_through_seq = greatest(head_seq,"
+            " (SELECT last_value FROM data_changes_seq_seq)), created_at = clock_timestamp()"
+            " WHERE id = 1",
+            [epoch],
+        )
+    logger.warning("change log reset to epoch %s: %s", epoch, reason)
+    return epoch
+
+
+def change_log_prune(*, older_than: dt.timedelta | None = None, batch: int | None = None) -> int:
+    """Delete published changes older than the retention, in bounded batches.
+
+    Seqs grow with publication time, so each batch removes a prefix of the log;
+    `pruned_through_seq` records it so older cursors get `cursor_too_old`.
+    Returns the number of changes deleted.
+    """
+    older_than = older_than or dt.timedelta(days=settings.CHANGE_RETENTION_DAYS)
+    batch = batch or settings.CHANGE_PRUNE_BATCH
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "WITH doomed AS (SELECT id FROM data_changes WHERE processed_at IS NOT NULL"
+                " AND processed_at < clock_timestamp() - %s ORDER BY processed_at LIMIT %s)"
+                " DELETE FROM data_changes d USING doomed WHERE d.id = doomed.id RETURNING d.seq",
+                [older_than, batch],
+            )
+            seqs = [row[0] for row in cursor.fetchall()]
+            if not seqs:
+                return deleted
+            through = max(seqs)
+            cursor.execute("DELETE FROM change_routes WHERE seq <= %s", [through])
+            cursor.execute(
+                "UPDATE change_log_state SET pruned_through_seq ="
+                " greatest(pruned_through_seq, %s) WHERE id = 1",
+                [through],
+            )
+            deleted += len(seqs)
+        if len(seqs) < batch:
+            return deleted

@@ -1,0 +1,38 @@
+"""Sending published batches into the channel layer (the publisher's fan-out)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from channels.layers import get_channel_layer
+
+from changes.publisher import json_dumps
+from realtime.groups import context_group
+
+if TYPE_CHECKING:
+    from changes.publisher import Frame
+
+# The group message type: a consumer or hub method `context_batch` receives it.
+BATCH_MESSAGE_TYPE = "context.batch"
+
+
+def frame_group_message(frame: Frame) -> dict:
+    """The channel-layer message for one frame: encoded once, here, for every receiver."""
+    return {
+        "type": BATCH_MESSAGE_TYPE,
+        "context": frame.context,
+        "audience": frame.audience,
+        "seq_from": frame.seq_from,
+        "seq_to": frame.seq_to,
+        "prev_seq": frame.prev_seq,
+        "frame": json_dumps(frame.message),
+    }
+
+
+async def batch_frames_send(frames: list[Frame]) -> None:
+    """One group_send per frame, in publication order."""
+    layer = get_channel_layer()
+    for frame in frames:
+        await layer.group_send(
+            context_group(frame.context, frame.audience), frame_group_message(frame)
+        )
