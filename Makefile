@@ -12,6 +12,8 @@ DEBUG ?= 1
 # honcho hands every process its own PORT; the web server reads WEB_PORT instead.
 WEB_PORT := $(PORT)
 export HOST DEMO_COMPANIES DEBUG WEB_PORT
+# The Procfile's commands (daphne, celery) come from the virtual environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 # Starts the embedded PostgreSQL / Redis for whichever of DATABASE_URL / REDIS_URL is
 # unset, runs the command with them, and stops what it started when the command ends.

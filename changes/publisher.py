@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -71,6 +70,8 @@ class PublishResult:
     has_more: bool = False
     lag_ms: float = 0.0
     frames: list[Frame] = field(default_factory=list)
+    # Industries (ids) whose emission records changed: their benchmarks are due.
+    industries_touched: set[str] = field(default_factory=set)
 
 
 def json_loads(text: str | None) -> Any:
@@ -359,7 +360,13 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             [seq_to, now],
         )
         oldest = min(c.created_at for c in changes)
+        touched = {
+            str(c.routing.get("industry_id"))
+            for c in changes
+            if c.entity == "emission_record" and c.routing.get("industry_id")
+        }
         return PublishResult(
+            industries_touched=touched,
             changes=len(changes),
             seq_from=changes[0].seq,
             seq_to=seq_to,
@@ -383,22 +390,3 @@ async def frames_fan_out(frames: list[Frame]) -> None:
     from realtime.broadcast import batch_frames_send
 
     await batch_frames_send(frames)
-
-
-def publish_once_sync() -> PublishResult | None:
-    """Publish one batch and fan it out, from synchronous code (the Celery safety net)."""
-    from asgiref.sync import async_to_sync
-
-    started = time.monotonic()
-    result = change_batch_publish()
-    if result and result.frames:
-        async_to_sync(frames_fan_out)(result.frames)
-    if result and result.changes:
-        logger.info(
-            "published %s changes (seq %s..%s) in %.1f ms",
-            result.changes,
-            result.seq_from,
-            result.seq_to,
-            (time.monotonic() - started) * 1000,
-        )
-    return result

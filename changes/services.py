@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
-from changes.publisher import PUBLISHER_LOCK_KEY
+from changes.publisher import PUBLISHER_LOCK_KEY, PublishResult, change_batch_publish
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +104,32 @@ def change_log_prune(*, older_than: dt.timedelta | None = None, batch: int | Non
             deleted += len(seqs)
         if len(seqs) < batch:
             return deleted
+
+
+def benchmarks_schedule(*, industry_ids: set[str]) -> None:
+    """Queue a benchmark recompute per industry, at most one per debounce window."""
+    if not industry_ids:
+        return
+    from django.core.cache import cache
+
+    from changes.tasks import industry_benchmarks_recompute_task
+
+    window = settings.BENCHMARK_DEBOUNCE_SECONDS
+    for industry_id in sorted(industry_ids):
+        # cache.add is atomic in Redis: only the first batch of a window schedules.
+        if cache.add(f"benchmarks-due:{industry_id}", 1, timeout=window):
+            try:
+                industry_benchmarks_recompute_task.apply_async(
+                    args=[industry_id], countdown=window
+                )
+            except Exception:
+                cache.delete(f"benchmarks-due:{industry_id}")
+                logger.exception("could not queue the benchmark recompute of %s", industry_id)
+
+
+def publish_and_schedule() -> PublishResult | None:
+    """One publisher run plus the follow-up work it makes due (benchmark recomputes)."""
+    result = change_batch_publish()
+    if result is not None and result.industries_touched:
+        benchmarks_schedule(industry_ids=result.industries_touched)
+    return result

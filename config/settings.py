@@ -164,7 +164,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    # The safety net under run_publisher: publishes whatever it missed or while it is down.
+    "publish-changes": {"task": "changes.tasks.publish_changes_task", "schedule": 1.0},
+    "prune-change-log": {"task": "changes.tasks.change_log_prune_task", "schedule": 3600.0},
+}
 
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
@@ -271,6 +275,9 @@ CHANGE_RETENTION_DAYS = float(os.environ.get("CHANGE_RETENTION_DAYS", "7"))
 CHANGE_PRUNE_BATCH = int(os.environ.get("CHANGE_PRUNE_BATCH", "10000"))
 # More missed changes than this in one catch-up gets `too_many_changes` (PROTOCOL.md).
 CATCHUP_MAX_CHANGES = int(os.environ.get("CATCHUP_MAX_CHANGES", "10000"))
+# Benchmarks of an industry are recomputed at most once per this many seconds after its
+# emission records change: a burst of revisions costs one recompute, not hundreds.
+BENCHMARK_DEBOUNCE_SECONDS = int(os.environ.get("BENCHMARK_DEBOUNCE_SECONDS", "10"))
 # Significance rules (changes.significance documents each).
 SIGNIFICANCE_RULES = {
     "total_major_pct": float(os.environ.get("SIGNIFICANCE_TOTAL_MAJOR_PCT", "10")),

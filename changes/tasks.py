@@ -1,0 +1,35 @@
+"""Celery tasks of the change pipeline. Thin: each calls one service."""
+
+from celery import shared_task
+
+from changes.publisher import frames_fan_out
+from changes.services import change_log_prune, publish_and_schedule
+from emissions.services import industry_benchmarks_recompute
+
+
+@shared_task(ignore_result=True)
+def publish_changes_task() -> int:
+    """The beat safety net: publish until nothing is pending (or another publisher is)."""
+    from asgiref.sync import async_to_sync
+
+    published = 0
+    while True:
+        result = publish_and_schedule()
+        if not result or not result.changes:
+            return published
+        async_to_sync(frames_fan_out)(result.frames)
+        published += result.changes
+        if not result.has_more:
+            return published
+
+
+@shared_task(ignore_result=True)
+def change_log_prune_task() -> int:
+    """Retention: delete published changes older than CHANGE_RETENTION_DAYS."""
+    return change_log_prune()
+
+
+@shared_task(ignore_result=True)
+def industry_benchmarks_recompute_task(industry_id: str) -> int:
+    """Recompute one industry's benchmarks (scheduled, debounced, by the publisher)."""
+    return industry_benchmarks_recompute(industry_id=industry_id)
