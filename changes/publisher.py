@@ -115,6 +115,17 @@ def industry_slugs() -> dict[str, str]:
         return dict(cursor.fetchall())
 
 
+def change_log_state_ensure(cursor) -> None:
+    """Create the log's state row (with a first epoch) if it is missing: a database
+    emptied table by table (a test run, a restore of the domain tables) starts a new
+    lineage rather than failing."""
+    cursor.execute(
+        "INSERT INTO change_log_state (id, epoch, head_seq, pruned_through_seq)"
+        " VALUES (1, md5(random()::text || clock_timestamp()::text), 0, 0)"
+        " ON CONFLICT (id) DO NOTHING"
+    )
+
+
 def _next_seqs(cursor, count: int) -> list[int]:
     if count == 0:
         return []
@@ -355,6 +366,7 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
         frames = _frames_build(cursor, routed, settings.PUBLISHER_FRAME_MAX_ITEMS)
 
         seq_to = max(c.seq for c in [*changes, *aggregates])
+        change_log_state_ensure(cursor)
         cursor.execute(
             "UPDATE change_log_state SET head_seq = %s, last_published_at = %s WHERE id = 1",
             [seq_to, now],

@@ -10,7 +10,12 @@ from django.db import connection
 
 from changes.items import ChangeItem, change_items
 from changes.models import AUDIENCE_BITS
-from changes.publisher import CLAIM_COLUMNS, captured_change_from_row, industry_slugs
+from changes.publisher import (
+    CLAIM_COLUMNS,
+    captured_change_from_row,
+    change_log_state_ensure,
+    industry_slugs,
+)
 
 RESET_EPOCH_CHANGED = "epoch_changed"
 RESET_CURSOR_INVALID = "cursor_invalid"
@@ -51,11 +56,16 @@ class CatchUp:
 def change_log_state() -> LogState:
     """Epoch, head and retained start, in one read."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT epoch, head_seq, pruned_through_seq, last_published_at"
-            " FROM change_log_state WHERE id = 1"
-        )
-        return LogState(*cursor.fetchone())
+        for _ in range(2):
+            cursor.execute(
+                "SELECT epoch, head_seq, pruned_through_seq, last_published_at"
+                " FROM change_log_state WHERE id = 1"
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                return LogState(*row)
+            change_log_state_ensure(cursor)
+    raise RuntimeError("change_log_state could not be created")
 
 
 def seq_at(moment: dt.datetime) -> int:

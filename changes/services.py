@@ -10,7 +10,12 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
-from changes.publisher import PUBLISHER_LOCK_KEY, PublishResult, change_batch_publish
+from changes.publisher import (
+    PUBLISHER_LOCK_KEY,
+    PublishResult,
+    change_batch_publish,
+    change_log_state_ensure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ def change_log_reset(*, reason: str) -> str:
             params = {"audience": audience, "staff": staff}
             cursor.execute(_YEARLY_TOTALS_SQL, params)
             cursor.execute(_COMPANY_COUNTS_SQL, params)
+        change_log_state_ensure(cursor)
         # Seqs are never reused: the new epoch continues after the old head, and every
         # cursor at or below it is too old.
         cursor.execute(
@@ -119,9 +125,7 @@ def benchmarks_schedule(*, industry_ids: set[str]) -> None:
         # cache.add is atomic in Redis: only the first batch of a window schedules.
         if cache.add(f"benchmarks-due:{industry_id}", 1, timeout=window):
             try:
-                industry_benchmarks_recompute_task.apply_async(
-                    args=[industry_id], countdown=window
-                )
+                industry_benchmarks_recompute_task.apply_async(args=[industry_id], countdown=window)
             except Exception:
                 cache.delete(f"benchmarks-due:{industry_id}")
                 logger.exception("could not queue the benchmark recompute of %s", industry_id)

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from changes.selectors import change_log_state
 from config.errors import InvalidParameter
 from emissions import selectors
 from emissions.models import TOTAL_SORT
@@ -25,6 +26,31 @@ from emissions.serializers import (
     OverviewQuerySerializer,
     PageQuerySerializer,
 )
+
+
+class ChangeSeqMixin:
+    """Marks a dashboard response with the change-log position it is consistent with.
+
+    The head is read before the data: every change published at or below it was
+    committed before the data was read, so the response reflects it, and a client that
+    applies the changes after `seq` converges on the live state (items carry absolute
+    values, so re-applying one the snapshot already shows is harmless).
+    """
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        state = change_log_state()
+        self.change_seq, self.change_epoch = state.head_seq, state.epoch
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if hasattr(self, "change_seq") and response.status_code == 200:
+            response["X-Change-Seq"] = str(self.change_seq)
+            response["X-Change-Epoch"] = self.change_epoch
+            if isinstance(response.data, dict):
+                response.data["seq"] = self.change_seq
+                response.data["epoch"] = self.change_epoch
+        return response
 
 
 def validated_query(request: Request, serializer_class, **context) -> dict:
@@ -53,7 +79,7 @@ def validated_query(request: Request, serializer_class, **context) -> dict:
         OpenApiParameter("page_size", int, description="1 to 500, default 50"),
     ]
 )
-class CompanyListView(generics.ListAPIView):
+class CompanyListView(ChangeSeqMixin, generics.ListAPIView):
     """The company directory."""
 
     serializer_class = CompanySerializer
@@ -90,7 +116,7 @@ class CompanyListView(generics.ListAPIView):
     parameters=[OpenApiParameter("fields", str, description="comma-separated field names")],
     responses=CompanyDetailSerializer,
 )
-class CompanyDetailView(APIView):
+class CompanyDetailView(ChangeSeqMixin, APIView):
     """One company: profile and every year of emissions the user may see."""
 
     def get(self, request: Request, company_id) -> Response:
@@ -106,7 +132,7 @@ class CompanyDetailView(APIView):
 
 
 @extend_schema(parameters=[OpenApiParameter("page_size", int)])
-class IndustryListView(generics.ListAPIView):
+class IndustryListView(ChangeSeqMixin, generics.ListAPIView):
     """Industries with their visible company counts."""
 
     serializer_class = IndustrySerializer
@@ -123,7 +149,7 @@ class IndustryListView(generics.ListAPIView):
         return super().list(request, *args, **kwargs)
 
 
-class IndustryDetailView(APIView):
+class IndustryDetailView(ChangeSeqMixin, APIView):
     """One industry: totals per year and its benchmarks."""
 
     def get(self, request: Request, slug: str) -> Response:
@@ -147,7 +173,7 @@ class IndustryDetailView(APIView):
 
 
 @extend_schema(parameters=[OpenApiParameter("year", int, description="default: latest year")])
-class OverviewView(APIView):
+class OverviewView(ChangeSeqMixin, APIView):
     """Platform totals, totals by industry and the top emitters for one year."""
 
     def get(self, request: Request) -> Response:

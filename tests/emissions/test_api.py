@@ -105,7 +105,7 @@ def test_fields_selection(api_client, world):
     assert response.status_code == 200
     assert all(set(row) == {"id", "name"} for row in response.json()["results"])
     detail = api_client.get(f"/api/companies/{world['acme'].id}/", {"fields": "name,emissions"})
-    assert set(detail.json()) == {"name", "emissions"}
+    assert set(detail.json()) == {"name", "emissions", "seq", "epoch"}
 
 
 @pytest.mark.parametrize("ordering", ["name", "-name", "total_emissions", "-total_emissions"])
@@ -287,3 +287,23 @@ def test_openapi_schema_and_docs(api_client, db):
     docs = api_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+
+
+def test_responses_carry_the_change_seq_they_are_consistent_with(api_client, world):
+    from changes.publisher import change_batch_publish
+    from changes.selectors import change_log_state
+
+    change_batch_publish()
+    head = change_log_state()
+    for url in [
+        "/api/companies/",
+        "/api/industries/",
+        "/api/industries/steel/",
+        "/api/overview/",
+        f"/api/companies/{world['acme'].id}/",
+    ]:
+        response = api_client.get(url)
+        assert response.headers["X-Change-Seq"] == str(head.head_seq)
+        assert response.headers["X-Change-Epoch"] == head.epoch
+        assert response.json()["seq"] == head.head_seq
+        assert response.json()["epoch"] == head.epoch

@@ -1,0 +1,127 @@
+"""Following context streams from a lossy channel layer, without losing a change.
+
+Every published frame carries `prev_seq`, the `seq_to` of the frame before it in the
+same context and audience. A follower remembers the last seq it passed on per context;
+a frame whose `prev_seq` is above that means frames were dropped on the way (a full
+channel, a Redis restart), so the follower reads the missing changes from the log
+first, then passes the frame on, dropping what it already delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from changes.items import items_coalesce
+from changes.publisher import json_dumps
+from changes.selectors import CatchUp, changes_since
+
+logger = logging.getLogger(__name__)
+
+Fetch = Callable[..., Awaitable[CatchUp]]
+
+
+async def fetch_from_log(*, context: str, after: int, audience: str, limit: int) -> CatchUp:
+    """changes_since for one context, from async code."""
+    return await database_sync_to_async(changes_since)(
+        cursors={context: after}, audience=audience, limit=limit
+    )
+
+
+def batch_frame(context: str, prev_seq: int, seq_to: int, items: list[dict]) -> str:
+    """An encoded `batch` message for items read from the log."""
+    return json_dumps(
+        {
+            "type": "batch",
+            "context": context,
+            "seq_from": items[0]["seq"] if items else seq_to,
+            "seq_to": seq_to,
+            "prev_seq": prev_seq,
+            "changes": items_coalesce(items),
+        }
+    )
+
+
+def reset_frame(context: str, reason: str, epoch: str, seq: int) -> str:
+    return json_dumps(
+        {"type": "reset", "context": context, "reason": reason, "epoch": epoch, "seq": seq}
+    )
+
+
+class ContextFollower:
+    """Turns group messages of followed contexts into gap-free, duplicate-free frames."""
+
+    def __init__(self, *, audience: str, fetch: Fetch = fetch_from_log):
+        self.audience = audience
+        self.fetch = fetch
+        self.last: dict[str, int] = {}
+        self.repairs = 0
+
+    def follow(self, context: str, seq: int) -> None:
+        """Start passing on the context's changes after `seq`."""
+        self.last[context] = seq
+
+    def unfollow(self, context: str) -> None:
+        self.last.pop(context, None)
+
+    async def accept(self, message: dict[str, Any]) -> list[str]:
+        """The encoded frames to pass on for one group message, in order."""
+        context = message["context"]
+        last = self.last.get(context)
+        if last is None or message["seq_to"] <= last:
+            return []
+        frames: list[str] = []
+        if message["prev_seq"] > last:
+            self.repairs += 1
+            logger.info(
+                "gap in %s (%s): have %s, frame follows %s; reading the log",
+                context,
+                self.audience,
+                last,
+                message["prev_seq"],
+            )
+            frames.extend(await self.repair(context, through=message["prev_seq"]))
+            last = self.last.get(context, last)
+            if message["seq_to"] <= last:
+                return frames
+        if message["prev_seq"] >= last or message["seq_from"] > last:
+            frames.append(message["frame"])
+        else:
+            # Overlaps what the repair already delivered: pass on only the rest.
+            body = _decode(message["frame"])
+            rest = [item for item in body["changes"] if item["seq"] > last]
+            frames.append(batch_frame(context, last, message["seq_to"], rest))
+        self.last[context] = message["seq_to"]
+        return frames
+
+    async def repair(self, context: str, *, through: int) -> list[str]:
+        """Read the context's changes from the log until at least `through`."""
+        frames: list[str] = []
+        limit = settings.PUBLISHER_FRAME_MAX_ITEMS
+        while self.last.get(context, through) < through:
+            after = self.last[context]
+            catch_up = await self.fetch(
+                context=context, after=after, audience=self.audience, limit=limit
+            )
+            if catch_up.resets:
+                reset = catch_up.resets[0]
+                frames.append(reset_frame(context, reset.reason, catch_up.epoch, catch_up.head_seq))
+                self.last[context] = catch_up.head_seq
+                break
+            cursor = catch_up.cursors.get(context, after)
+            if cursor <= after:
+                # The log is not there yet (a replica behind): deliver what we have.
+                break
+            frames.append(batch_frame(context, after, cursor, catch_up.items))
+            self.last[context] = cursor
+        return frames
+
+
+def _decode(frame: str) -> dict[str, Any]:
+    return json.loads(frame, parse_float=Decimal)
