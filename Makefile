@@ -7,11 +7,15 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 HOST ?= 127.0.0.1
 DEMO_COMPANIES ?= 100000
+# SIMULATE=0 leaves out the live-update simulator; SIMULATE_RATE is its changes/s.
+SIMULATE ?= 1
+SIMULATE_RATE ?= 2
+PROCESSES := web worker beat flower publisher $(if $(filter 0,$(SIMULATE)),,simulator)
 # `make run` is for trying the product locally; deployments set DEBUG themselves.
 DEBUG ?= 1
 # honcho hands every process its own PORT; the web server reads WEB_PORT instead.
 WEB_PORT := $(PORT)
-export HOST DEMO_COMPANIES DEBUG WEB_PORT
+export HOST DEMO_COMPANIES DEBUG WEB_PORT SIMULATE_RATE
 # The Procfile's commands (daphne, celery) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -40,7 +44,7 @@ run: install
 		echo "  Metrics       http://$(HOST):$(PORT)/metrics" && \
 		echo "  Flower        http://127.0.0.1:5555/" && \
 		echo "" && \
-		exec $(BIN)/honcho start'
+		exec $(BIN)/honcho start $(PROCESSES)'
 
 test: install
 	$(BIN)/ruff check .

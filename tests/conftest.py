@@ -3,6 +3,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.helpers import sql
+
 
 @pytest.fixture
 def api_client():
@@ -30,3 +32,37 @@ def staff_client(staff_user):
     client = APIClient()
     client.force_authenticate(staff_user)
     return client
+
+
+@pytest.fixture
+def world(db):
+    """Two industries, three companies (one not public), records for 2023 and 2024."""
+    steel, software = sql(
+        "INSERT INTO industries (slug, name, sector) VALUES ('steel', 'Steel', 'Materials'),"
+        " ('software', 'Software', 'Technology') RETURNING id"
+    )
+    steel, software = steel[0], software[0]
+    acme, beta, hidden = (
+        row[0]
+        for row in sql(
+            "INSERT INTO companies (name, country, industry_id, is_public, verification_status)"
+            " VALUES ('Acme Steel', 'DE', %s, true, 'verified'),"
+            " ('Beta Soft', 'FR', %s, true, 'pending'),"
+            " ('Hidden Steel', 'DE', %s, false, 'verified') RETURNING id",
+            [steel, software, steel],
+        )
+    )
+    sql(
+        "INSERT INTO emission_records (company_id, year, scope1_tonnes, scope2_tonnes,"
+        " scope3_tonnes, verification_status) VALUES"
+        " (%s, 2023, 100, 10, 1, 'verified'), (%s, 2024, 200, 20, 2, 'verified'),"
+        " (%s, 2024, 50, 5, 0, 'pending'), (%s, 2024, 999, 0, 0, 'verified')",
+        [acme, acme, beta, hidden],
+    )
+    return {
+        "steel": steel,
+        "software": software,
+        "acme": acme,
+        "beta": beta,
+        "hidden": hidden,
+    }

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.changes.conftest import change_rows, sql
+from tests.helpers import change_rows, sql
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.db import connection
 from changes.publisher import change_batch_publish
 from changes.selectors import change_log_state, changes_since, seq_at
 from changes.services import change_log_prune, change_log_reset
-from tests.changes.conftest import sql
+from tests.helpers import sql
 
 pytestmark = pytest.mark.django_db
 

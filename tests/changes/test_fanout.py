@@ -12,7 +12,7 @@ from changes.publisher import change_batch_publish, frames_fan_out
 from realtime.broadcast import frame_group_message
 from realtime.follower import ContextFollower
 from realtime.groups import context_group
-from tests.changes.conftest import sql
+from tests.helpers import sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 

@@ -10,7 +10,7 @@ from changes.items import ChangeItem
 from changes.publisher import change_batch_publish
 from changes.selectors import aggregates_current, change_log_state
 from changes.services import change_log_reset
-from tests.changes.conftest import change_rows, sql
+from tests.helpers import change_rows, sql
 
 pytestmark = pytest.mark.django_db
 
