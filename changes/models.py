@@ -62,7 +62,7 @@ class DataChange(models.Model):
     routing = models.JSONField(default=dict)
     created_at = models.DateTimeField(db_default=ClockTimestamp())
     processed_at = models.DateTimeField(null=True, blank=True)
-    seq = models.BigIntegerField(null=True, blank=True, unique=True)
+    seq = models.BigIntegerField(null=True, blank=True)
     contexts = ArrayField(models.CharField(max_length=100), null=True, blank=True)
     # NULL until published: "not scored yet" differs from any level.
     significance = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001
@@ -80,10 +80,19 @@ class DataChange(models.Model):
                 name="data_changes_unprocessed",
                 condition=Q(processed_at__isnull=True),
             ),
-            # Retention pruning and timestamp cursors.
-            models.Index(fields=["processed_at"], name="data_changes_processed_at"),
+            # Retention pruning and timestamp cursors. Partial, like the seq index: a
+            # capture inserts with both NULL and so touches neither index (the writers'
+            # cost; the publisher pays when it sets them).
+            models.Index(
+                fields=["processed_at"],
+                name="data_changes_processed_at",
+                condition=Q(processed_at__isnull=False),
+            ),
         ]
         constraints = [
+            models.UniqueConstraint(
+                fields=["seq"], name="data_changes_seq_unique", condition=Q(seq__isnull=False)
+            ),
             models.CheckConstraint(
                 condition=Q(change_type__in=["insert", "update", "delete"]),
                 name="data_changes_change_type_valid",

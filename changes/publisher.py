@@ -304,6 +304,22 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             change.contexts = change_contexts(change, slugs)
             deltas.add_change(change)
 
+        # Derived data moves with the changes that moved it: the companies' latest totals.
+        companies = sorted(
+            {
+                str(company_id)
+                for c in changes
+                if c.entity == "emission_record"
+                for company_id in (
+                    c.routing.get("company_id"),
+                    c.change_data.get("old", {}).get("company_id"),
+                )
+                if company_id
+            }
+        )
+        if companies:
+            cursor.execute("SELECT company_latest_refresh(%s::uuid[])", [companies])
+
         cursor.execute("SELECT clock_timestamp()")
         now = cursor.fetchone()[0]
         moved = _aggregates_apply(cursor, deltas.moved())

@@ -46,9 +46,24 @@ SELECT coalesce('industry:' || i.slug, 'platform'), NULL, %(audience)s, 0, 0, 0,
 """
 
 
+# Every company's latest non-rejected year and total, in one pass.
+_COMPANY_LATEST_REBUILD_SQL = """
+UPDATE companies c
+   SET latest_year = l.year, latest_total_tonnes = l.total_tonnes
+  FROM companies c2
+  LEFT JOIN (SELECT DISTINCT ON (company_id) company_id, year, total_tonnes
+               FROM emission_records
+              WHERE verification_status <> 'rejected'
+              ORDER BY company_id, year DESC) l ON l.company_id = c2.id
+ WHERE c.id = c2.id
+   AND (c.latest_year, c.latest_total_tonnes) IS DISTINCT FROM (l.year, l.total_tonnes)
+"""
+
+
 @transaction.atomic
 def change_log_reset(*, reason: str) -> str:
-    """Start a new epoch: empty the log, rebuild the running totals from the tables.
+    """Start a new epoch: empty the log, rebuild the running totals and the companies'
+    latest totals from the tables.
 
     For bulk loads that bypassed capture. Clients holding the old epoch reload. Takes the
     publisher's advisory lock and an exclusive lock on the log, so no publisher runs and
@@ -60,6 +75,7 @@ def change_log_reset(*, reason: str) -> str:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PUBLISHER_LOCK_KEY])
         cursor.execute("LOCK TABLE data_changes IN ACCESS EXCLUSIVE MODE")
         cursor.execute("TRUNCATE data_changes, change_routes, context_heads, aggregate_totals")
+        cursor.execute(_COMPANY_LATEST_REBUILD_SQL)
         for audience, staff in ((AUDIENCE_PUBLIC, False), (AUDIENCE_STAFF, True)):
             params = {"audience": audience, "staff": staff}
             cursor.execute(_YEARLY_TOTALS_SQL, params)

@@ -6,7 +6,6 @@ raw SQL, imports or `COPY` obey the same rules as ORM saves.
 
 import uuid
 
-import pgtrigger
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 from django.db.models import F, Q, Value
@@ -186,8 +185,9 @@ class Company(models.Model):
     data_quality_score = models.DecimalField(
         max_digits=5, decimal_places=2, default=0, db_default=0
     )
-    # Latest reported year and its total, kept by a database trigger on emission_records
-    # so directory ordering by emissions is one index scan, whoever wrote the records.
+    # Latest non-rejected year and its total: derived data the publisher keeps (in the
+    # transaction that publishes the record changes that move it), so directory ordering
+    # by emissions is one index scan and writers do not pay for it.
     latest_year = models.IntegerField(null=True, blank=True, editable=False)
     latest_total_tonnes = models.DecimalField(null=True, blank=True, editable=False, **TONNES)
     created_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
@@ -282,40 +282,7 @@ class EmissionRecord(models.Model):
         indexes = [
             models.Index("year", F("total_tonnes").desc(), name="emission_records_year_total"),
         ]
-        triggers = [
-            *capture_triggers(EMISSION_RECORD_CAPTURE),
-            # The company's latest-year rollup, kept by the database for every writer.
-            # Statement-level over transition tables: one UPDATE per statement, so a
-            # bulk import of 100,000 rows costs one join, not 100,000 trigger calls.
-            pgtrigger.Trigger(
-                name="emission_rollup_insert",
-                operation=pgtrigger.Insert,
-                when=pgtrigger.After,
-                level=pgtrigger.Statement,
-                referencing=pgtrigger.Referencing(new="new_rows"),
-                func="PERFORM company_latest_refresh(ARRAY(SELECT company_id FROM new_rows));"
-                " RETURN NULL;",
-            ),
-            pgtrigger.Trigger(
-                name="emission_rollup_update",
-                operation=pgtrigger.Update,
-                when=pgtrigger.After,
-                level=pgtrigger.Statement,
-                referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
-                func="PERFORM company_latest_refresh(ARRAY("
-                "SELECT company_id FROM new_rows UNION SELECT company_id FROM old_rows));"
-                " RETURN NULL;",
-            ),
-            pgtrigger.Trigger(
-                name="emission_rollup_delete",
-                operation=pgtrigger.Delete,
-                when=pgtrigger.After,
-                level=pgtrigger.Statement,
-                referencing=pgtrigger.Referencing(old="old_rows"),
-                func="PERFORM company_latest_refresh(ARRAY(SELECT company_id FROM old_rows));"
-                " RETURN NULL;",
-            ),
-        ]
+        triggers = capture_triggers(EMISSION_RECORD_CAPTURE)
 
     def __str__(self) -> str:
         return f"{self.company_id} {self.year}"

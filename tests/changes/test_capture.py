@@ -151,3 +151,18 @@ def test_benchmark_changes_are_captured(world):
         "year": 2024,
         "metric": "total_tonnes",
     }
+
+
+def test_tracked_columns_are_not_null(db):
+    """The UPDATE capture compares with `<>` and strips NULLs: it needs NOT NULL columns."""
+    from emissions.models import BENCHMARK_CAPTURE, COMPANY_CAPTURE, EMISSION_RECORD_CAPTURE
+
+    for spec in (COMPANY_CAPTURE, EMISSION_RECORD_CAPTURE, BENCHMARK_CAPTURE):
+        nullable = sql(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = %s AND column_name = ANY(%s) AND is_nullable = 'YES'"
+            # total_tonnes is generated from three NOT NULL columns.
+            " AND is_generated = 'NEVER'",
+            [spec.table, list(spec.columns)],
+        )
+        assert nullable == [], spec.table

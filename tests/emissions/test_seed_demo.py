@@ -141,7 +141,7 @@ def test_rows_respect_the_column_rules():
     assert scalar("SELECT count(*) FROM companies WHERE updated_at < created_at") == 0
 
 
-def test_trigger_fills_latest_year_and_total():
+def test_load_fills_latest_year_and_total():
     counts = load()
     assert (
         scalar(

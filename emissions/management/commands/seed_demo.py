@@ -86,6 +86,6 @@ class Command(BaseCommand):
             f"Loaded {counts['industries']:,} industries, {counts['companies']:,} companies, "
             f"{counts['emission_records']:,} emission records, "
             f"{counts['industry_benchmarks']:,} benchmarks in {elapsed:.1f} s "
-            f"(seed {options['seed']}; latest totals set by the trigger on "
+            f"(seed {options['seed']}; latest totals on "
             f"{counts['companies_with_latest']:,} companies)."
         )
