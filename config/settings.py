@@ -286,3 +286,26 @@ SIGNIFICANCE_RULES = {
     "benchmark_major_pct": float(os.environ.get("SIGNIFICANCE_BENCHMARK_MAJOR_PCT", "5")),
     "top_rank": int(os.environ.get("SIGNIFICANCE_TOP_RANK", "10")),
 }
+
+# --- Live transports ----------------------------------------------------------------------
+
+# What a client is told in `hello` and held to until per-user policies exist: 0 means
+# "as fast as published"; max_batch is the items per frame.
+REALTIME_DEFAULT_POLICY = {
+    "min_interval_ms": int(os.environ.get("REALTIME_MIN_INTERVAL_MS", "0")),
+    "debounce_ms": int(os.environ.get("REALTIME_DEBOUNCE_MS", "0")),
+    "max_batch": PUBLISHER_FRAME_MAX_ITEMS,
+    "heartbeat_ms": 25_000,
+}
+# Heartbeat when idle: under the 55 s at which proxies cut idle connections, with jitter.
+REALTIME_HEARTBEAT_S = float(os.environ.get("REALTIME_HEARTBEAT_S", "25"))
+# A dashboard shows a handful of contexts; 50 leaves room without letting one connection
+# join thousands of groups.
+REALTIME_MAX_SUBSCRIPTIONS = int(os.environ.get("REALTIME_MAX_SUBSCRIPTIONS", "50"))
+# Largest client text frame (PROTOCOL.md: 64 KiB); larger closes with 1009.
+REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(64 * 1024)))
+# Client messages per window per connection; a dashboard sends a few per minute.
+REALTIME_MESSAGE_RATE = int(os.environ.get("REALTIME_MESSAGE_RATE", "30"))
+REALTIME_MESSAGE_WINDOW_S = int(os.environ.get("REALTIME_MESSAGE_WINDOW_S", "10"))
+# `rate_limited` errors before the connection is closed with 4429.
+REALTIME_RATE_LIMIT_STRIKES = int(os.environ.get("REALTIME_RATE_LIMIT_STRIKES", "20"))

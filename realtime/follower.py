@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,18 @@ from changes.selectors import CatchUp, changes_since
 logger = logging.getLogger(__name__)
 
 Fetch = Callable[..., Awaitable[CatchUp]]
+
+
+@dataclass(frozen=True)
+class OutFrame:
+    """An encoded frame to pass on: a batch following `prev_seq`, with items from
+    `seq_from` to `seq_to`, or a reset."""
+
+    prev_seq: int
+    seq_from: int
+    seq_to: int
+    text: str
+    reset: bool = False
 
 
 async def fetch_from_log(*, context: str, after: int, audience: str, limit: int) -> CatchUp:
@@ -70,13 +83,14 @@ class ContextFollower:
     def unfollow(self, context: str) -> None:
         self.last.pop(context, None)
 
-    async def accept(self, message: dict[str, Any]) -> list[str]:
-        """The encoded frames to pass on for one group message, in order."""
+    async def accept(self, message: dict[str, Any]) -> list[OutFrame]:
+        """The encoded frames to pass on for one group message, in order, each with the
+        seq its receiver's cursor moves to."""
         context = message["context"]
         last = self.last.get(context)
         if last is None or message["seq_to"] <= last:
             return []
-        frames: list[str] = []
+        frames: list[OutFrame] = []
         if message["prev_seq"] > last:
             self.repairs += 1
             logger.info(
@@ -91,18 +105,23 @@ class ContextFollower:
             if message["seq_to"] <= last:
                 return frames
         if message["prev_seq"] >= last or message["seq_from"] > last:
-            frames.append(message["frame"])
+            frames.append(
+                OutFrame(
+                    message["prev_seq"], message["seq_from"], message["seq_to"], message["frame"]
+                )
+            )
         else:
             # Overlaps what the repair already delivered: pass on only the rest.
             body = _decode(message["frame"])
             rest = [item for item in body["changes"] if item["seq"] > last]
-            frames.append(batch_frame(context, last, message["seq_to"], rest))
+            text = batch_frame(context, last, message["seq_to"], rest)
+            frames.append(OutFrame(last, last + 1, message["seq_to"], text))
         self.last[context] = message["seq_to"]
         return frames
 
-    async def repair(self, context: str, *, through: int) -> list[str]:
+    async def repair(self, context: str, *, through: int) -> list[OutFrame]:
         """Read the context's changes from the log until at least `through`."""
-        frames: list[str] = []
+        frames: list[OutFrame] = []
         limit = settings.PUBLISHER_FRAME_MAX_ITEMS
         while self.last.get(context, through) < through:
             after = self.last[context]
@@ -111,14 +130,18 @@ class ContextFollower:
             )
             if catch_up.resets:
                 reset = catch_up.resets[0]
-                frames.append(reset_frame(context, reset.reason, catch_up.epoch, catch_up.head_seq))
+                text = reset_frame(context, reset.reason, catch_up.epoch, catch_up.head_seq)
+                head = catch_up.head_seq
+                frames.append(OutFrame(head, head, head, text, reset=True))
                 self.last[context] = catch_up.head_seq
                 break
             cursor = catch_up.cursors.get(context, after)
             if cursor <= after:
                 # The log is not there yet (a replica behind): deliver what we have.
                 break
-            frames.append(batch_frame(context, after, cursor, catch_up.items))
+            frames.append(
+                OutFrame(after + 1, cursor, batch_frame(context, after, cursor, catch_up.items))
+            )
             self.last[context] = cursor
         return frames
 

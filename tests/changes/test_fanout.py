@@ -87,7 +87,7 @@ async def test_follower_repairs_batches_a_full_channel_dropped(world):
     delivered = []
     first = await tiny.receive(channel)
     for frame in await follower.accept(first):
-        delivered.extend(json.loads(frame)["changes"])
+        delivered.extend(json.loads(frame.text)["changes"])
     assert follower.repairs == 0
     # One more batch: its prev_seq shows the three the channel dropped.
     await db("UPDATE companies SET name = 'Acme Steel AG' WHERE id = %s", [world["acme"]])
@@ -99,8 +99,8 @@ async def test_follower_repairs_batches_a_full_channel_dropped(world):
     ]
     published.extend(frame.message["changes"])
     await tiny.group_send(group, frame_group_message(frame))
-    for encoded in await follower.accept(await tiny.receive(channel)):
-        delivered.extend(json.loads(encoded)["changes"])
+    for frame in await follower.accept(await tiny.receive(channel)):
+        delivered.extend(json.loads(frame.text)["changes"])
 
     assert follower.repairs == 1
     seqs = [item["seq"] for item in delivered]

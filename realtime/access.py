@@ -1,0 +1,78 @@
+"""Who may subscribe to what: the access selectors every transport calls first.
+
+A forbidden context is refused exactly like one that does not exist
+(`forbidden_context`), so a refusal never reveals that a hidden company exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from changes.contexts import COMPANIES, OVERVIEW, SYSTEM, InvalidContext, context_parse
+from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
+from emissions.models import Company, Industry
+from emissions.selectors import user_sees_everything
+
+INVALID_CONTEXT = "invalid_context"
+FORBIDDEN_CONTEXT = "forbidden_context"
+
+
+@dataclass(frozen=True)
+class ContextDecision:
+    """The answer for one requested context: its canonical name or why it is refused."""
+
+    requested: Any
+    context: str | None
+    code: str | None = None
+
+    def rejection(self) -> dict:
+        return {"context": self.requested, "code": self.code}
+
+
+def audience_of(user: Any) -> str:
+    """The audience whose redacted stream a user receives."""
+    return AUDIENCE_STAFF if user_sees_everything(user=user) else AUDIENCE_PUBLIC
+
+
+def contexts_authorize(*, user: Any, contexts: list) -> list[ContextDecision]:
+    """Check each requested context: well-formed, existing, readable by `user`.
+
+    Two queries at most, whatever the number of contexts.
+    """
+    parsed: list[tuple[Any, str | None, str | None, str | None]] = []
+    company_ids, slugs = set(), set()
+    for requested in contexts:
+        try:
+            kind, key = context_parse(requested)
+        except InvalidContext:
+            parsed.append((requested, None, None, INVALID_CONTEXT))
+            continue
+        if kind == "company":
+            company_ids.add(key)
+        elif kind == "industry":
+            slugs.add(key)
+        parsed.append((requested, kind, key, None))
+
+    companies = Company.objects.filter(pk__in=company_ids)
+    if not user_sees_everything(user=user):
+        companies = companies.filter(is_public=True)
+    visible_companies = {str(pk) for pk in companies.values_list("pk", flat=True)}
+    known_slugs = set(Industry.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+
+    decisions = []
+    for requested, kind, key, code in parsed:
+        if code:
+            decisions.append(ContextDecision(requested, None, code))
+        elif kind in (OVERVIEW, COMPANIES):
+            decisions.append(ContextDecision(requested, kind))
+        elif kind == SYSTEM:
+            # Implicit for everyone; asking for it is harmless and changes nothing.
+            decisions.append(ContextDecision(requested, SYSTEM))
+        elif kind == "company" and key in visible_companies:
+            decisions.append(ContextDecision(requested, f"company:{key}"))
+        elif kind == "industry" and key in known_slugs:
+            decisions.append(ContextDecision(requested, f"industry:{key}"))
+        else:
+            decisions.append(ContextDecision(requested, None, FORBIDDEN_CONTEXT))
+    return decisions

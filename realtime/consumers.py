@@ -1,0 +1,197 @@
+"""The WebSocket endpoint `/ws/dashboard/updates` (PROTOCOL.md). Thin: it parses client
+messages, refuses bad ones, and hands the rest to the connection's LiveSession."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from changes.selectors import change_log_state
+from realtime import protocol
+from realtime.session import LiveSession, TooManySubscriptions
+
+logger = logging.getLogger(__name__)
+
+# Per-connection message limits live in this process's memory: a connection never moves.
+_message_limiter = MovingWindowRateLimiter(MemoryStorage())
+
+
+class MessageError(Exception):
+    """A client message that is refused with an `error` frame."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _since(value: Any) -> int | dict | None:
+    """`since`: absent, a seq, or a map of context to seq."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise MessageError(protocol.INVALID_MESSAGE, "`since` is a seq or a map of seqs.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        return value
+    raise MessageError(protocol.INVALID_MESSAGE, "`since` is a seq or a map of seqs.")
+
+
+def _contexts(message: dict) -> list[str]:
+    contexts = message.get("contexts")
+    if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+        raise MessageError(protocol.INVALID_MESSAGE, "`contexts` is a list of strings.")
+    return contexts
+
+
+class DashboardConsumer(AsyncJsonWebsocketConsumer):
+    """One dashboard connection."""
+
+    async def connect(self) -> None:
+        if self.scope.get("auth_error"):
+            await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
+            return
+        await self.accept()
+        self.session = LiveSession(
+            user=self.scope.get("user"), send=self._send_text, transport="websocket"
+        )
+        self.rate = RateLimitItemPerSecond(
+            settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S
+        )
+        self.limited_strikes = 0
+        self.closing = False
+        await self.session.hello()
+        self.heartbeat = asyncio.create_task(self._heartbeats())
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        if hasattr(self, "heartbeat"):
+            self.heartbeat.cancel()
+        if hasattr(self, "session"):
+            await self.session.close()
+
+    async def _send_text(self, text: str) -> None:
+        if not self.closing:
+            await self.send(text_data=text)
+
+    async def _heartbeats(self) -> None:
+        interval = settings.REALTIME_HEARTBEAT_S
+        while True:
+            # Jitter keeps thousands of connections from beating in step.
+            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            state = await database_sync_to_async(change_log_state)()
+            await self._send_text(protocol.heartbeat(seq=state.head_seq))
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if text_data is not None and len(text_data) > settings.REALTIME_MAX_FRAME_BYTES:
+            await self.close(code=protocol.CLOSE_TOO_LARGE)
+            return
+        if not await self._within_rate():
+            return
+        if text_data is None:
+            await self._send_text(
+                protocol.error(code=protocol.INVALID_MESSAGE, detail="Binary frames are refused.")
+            )
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            await self._send_text(
+                protocol.error(code=protocol.INVALID_MESSAGE, detail="Send a JSON object.")
+            )
+            return
+        await self.receive_json(message)
+
+    async def _within_rate(self) -> bool:
+        key = f"ws:{self.session.id}"
+        if await _message_limiter.hit(self.rate, key):
+            return True
+        self.limited_strikes += 1
+        window = settings.REALTIME_MESSAGE_WINDOW_S
+        if self.limited_strikes > settings.REALTIME_RATE_LIMIT_STRIKES:
+            await self.close(code=protocol.CLOSE_RATE_LIMITED, reason=f"retry_after={window}")
+            return False
+        await self._send_text(
+            protocol.error(
+                code=protocol.RATE_LIMITED,
+                detail=f"At most {settings.REALTIME_MESSAGE_RATE} messages per {window} s.",
+                retry_after=window,
+            )
+        )
+        return False
+
+    async def receive_json(self, content: dict, **kwargs) -> None:
+        ref = content.get("ref")
+        kind = content.get("type")
+        handler = (
+            {
+                "subscribe": self.on_subscribe,
+                "unsubscribe": self.on_unsubscribe,
+                "pause": self.on_pause,
+                "resume": self.on_resume,
+                "ack": self.on_ack,
+                "ping": self.on_ping,
+            }.get(kind)
+            if isinstance(kind, str)
+            else None
+        )
+        try:
+            if not isinstance(kind, str):
+                raise MessageError(protocol.INVALID_MESSAGE, "`type` is a string.")
+            if handler is None:
+                raise MessageError(protocol.UNKNOWN_TYPE, f"Unknown message type {kind[:40]!r}.")
+            await handler(content, ref)
+        except MessageError as exc:
+            await self._send_text(protocol.error(code=exc.code, detail=exc.detail, ref=ref))
+        except TooManySubscriptions as exc:
+            await self._send_text(
+                protocol.error(code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc), ref=ref)
+            )
+
+    async def on_subscribe(self, message: dict, ref: Any) -> None:
+        contexts = _contexts(message)
+        since = _since(message.get("since"))
+        epoch = message.get("epoch")
+        if epoch is not None and not isinstance(epoch, str):
+            raise MessageError(protocol.INVALID_MESSAGE, "`epoch` is a string.")
+        await self.session.subscribe(contexts, since=since, epoch=epoch, ref=ref)
+
+    async def on_unsubscribe(self, message: dict, ref: Any) -> None:
+        await self.session.unsubscribe(_contexts(message), ref=ref)
+
+    async def on_pause(self, message: dict, ref: Any) -> None:
+        await self.session.pause(ref=ref)
+
+    async def on_resume(self, message: dict, ref: Any) -> None:
+        await self.session.resume(since=_since(message.get("since")), ref=ref)
+
+    async def on_ack(self, message: dict, ref: Any) -> None:
+        seq, notification = message.get("seq"), message.get("notification")
+        valid_seq = isinstance(seq, int) and not isinstance(seq, bool)
+        if not valid_seq and not isinstance(notification, str):
+            raise MessageError(
+                protocol.INVALID_MESSAGE, "`ack` carries a `seq` or a `notification`."
+            )
+        # Notifications that require acknowledgement arrive with issue #6; an ack has no reply.
+
+    async def on_ping(self, message: dict, ref: Any) -> None:
+        state = await database_sync_to_async(change_log_state)()
+        await self._send_text(protocol.pong(seq=state.head_seq, ref=ref))

@@ -1,0 +1,54 @@
+"""Helpers for the live transports: communicators on the real ASGI application."""
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from changes.publisher import change_batch_publish, frames_fan_out
+from config.asgi import application
+from tests.helpers import sql
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+async def connect(headers=None, path="/ws/dashboard/updates"):
+    communicator = WebsocketCommunicator(application, path, headers=headers or [ORIGIN])
+    connected, code = await communicator.connect(timeout=5)
+    return communicator, connected, code
+
+
+async def receive(communicator, timeout=5) -> dict:
+    return json.loads(await communicator.receive_from(timeout=timeout))
+
+
+async def receive_until(communicator, kind: str, timeout=5) -> dict:
+    """The next message of `kind`, skipping heartbeats."""
+    while True:
+        message = await receive(communicator, timeout)
+        if message["type"] == kind:
+            return message
+        assert message["type"] == "heartbeat", message
+
+
+async def db(statement, params=None):
+    return await database_sync_to_async(sql)(statement, params)
+
+
+async def publish():
+    """Publish what is pending and fan it out, as run_publisher does."""
+    result = await database_sync_to_async(change_batch_publish)()
+    if result and result.frames:
+        await frames_fan_out(result.frames)
+    return result
+
+
+@pytest.fixture
+async def client(world):
+    communicator, connected, _ = await connect()
+    assert connected
+    hello = await receive(communicator)
+    assert hello["type"] == "hello"
+    yield communicator
+    await communicator.disconnect()
