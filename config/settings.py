@@ -168,6 +168,7 @@ CELERY_BEAT_SCHEDULE = {
     # The safety net under run_publisher: publishes whatever it missed or while it is down.
     "publish-changes": {"task": "changes.tasks.publish_changes_task", "schedule": 1.0},
     "prune-change-log": {"task": "changes.tasks.change_log_prune_task", "schedule": 3600.0},
+    "sweep-connections": {"task": "realtime.tasks.connections_sweep_task", "schedule": 60.0},
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
@@ -309,3 +310,8 @@ REALTIME_MESSAGE_RATE = int(os.environ.get("REALTIME_MESSAGE_RATE", "30"))
 REALTIME_MESSAGE_WINDOW_S = int(os.environ.get("REALTIME_MESSAGE_WINDOW_S", "10"))
 # `rate_limited` errors before the connection is closed with 4429.
 REALTIME_RATE_LIMIT_STRIKES = int(os.environ.get("REALTIME_RATE_LIMIT_STRIKES", "20"))
+# How often each server process refreshes last_seen of its connections (one UPDATE for
+# all of them) and checks its followed contexts against the published heads.
+REALTIME_TOUCH_INTERVAL_S = float(os.environ.get("REALTIME_TOUCH_INTERVAL_S", "15"))
+# A connection row nobody refreshed for this long belongs to a dead process: swept.
+REALTIME_CONNECTION_STALE_S = float(os.environ.get("REALTIME_CONNECTION_STALE_S", "120"))

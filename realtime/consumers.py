@@ -26,6 +26,19 @@ logger = logging.getLogger(__name__)
 _message_limiter = MovingWindowRateLimiter(MemoryStorage())
 
 
+def header(scope: dict, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def client_address(scope: dict) -> str | None:
+    """The client's IP address (daphne --proxy-headers puts X-Forwarded-For there)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
 class MessageError(Exception):
     """A client message that is refused with an `error` frame."""
 
@@ -67,14 +80,18 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.accept()
         self.session = LiveSession(
-            user=self.scope.get("user"), send=self._send_text, transport="websocket"
+            user=self.scope.get("user"),
+            send=self._send_text,
+            transport="websocket",
+            client_address=client_address(self.scope),
+            user_agent=header(self.scope, b"user-agent"),
         )
         self.rate = RateLimitItemPerSecond(
             settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S
         )
         self.limited_strikes = 0
         self.closing = False
-        await self.session.hello()
+        await self.session.open()
         self.heartbeat = asyncio.create_task(self._heartbeats())
 
     async def disconnect(self, code: int) -> None:

@@ -21,11 +21,13 @@ from typing import Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 
 from changes.selectors import change_log_state
 from realtime.follower import ContextFollower, OutFrame
 from realtime.groups import context_group
+from realtime.services import connections_touch
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class Hub:
         self.lock = asyncio.Lock()
         self.frames_received = 0
         self.deliveries = 0
+        # Every live session of this process, for the batched last_seen refresh.
+        self.sessions: set = set()
+        self.touch_task: asyncio.Task | None = None
 
     def follower(self, audience: str) -> ContextFollower:
         if audience not in self.followers:
@@ -73,6 +78,19 @@ class Hub:
         if self.task is None or self.task.done():
             self.channel = await self.layer.new_channel("hub.")
             self.task = asyncio.create_task(self._receive_loop(), name="realtime-hub")
+        if self.touch_task is None or self.touch_task.done():
+            self.touch_task = asyncio.create_task(self._touch_loop(), name="realtime-touch")
+
+    async def _touch_loop(self) -> None:
+        """Refresh last_seen of this process's connections in one statement per period."""
+        while True:
+            await asyncio.sleep(settings.REALTIME_TOUCH_INTERVAL_S)
+            sessions = [session.id for session in self.sessions if session.tracked]
+            try:
+                await database_sync_to_async(connections_touch)(sessions=sessions)
+                await self.check_heads()
+            except Exception:
+                logger.exception("refreshing connections failed")
 
     async def join(self, subscriber: Subscriber, context: str, audience: str) -> int:
         """Subscribe to a context's live frames; returns the seq the hub follows from

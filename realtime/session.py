@@ -31,6 +31,7 @@ from realtime import protocol
 from realtime.access import audience_of, contexts_authorize
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
+from realtime.services import connection_close, connection_contexts_set, connection_open
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,25 @@ class TooManySubscriptions(Exception):
 class LiveSession:
     """Cursors, buffers and pause state of one connection."""
 
-    def __init__(self, *, user: Any, send: Send, transport: str, hub: Hub | None = None):
+    def __init__(
+        self,
+        *,
+        user: Any,
+        send: Send,
+        transport: str,
+        client_address: str | None = None,
+        user_agent: str = "",
+        hub: Hub | None = None,
+    ):
         self.id = uuid.uuid4().hex
         self.user = user
         self.audience = audience_of(user)
         self.send = send
         self.transport = transport
+        self.client_address = client_address
+        self.user_agent = user_agent
         self.hub = hub or get_hub()
+        self.tracked = False
         self.cursors: dict[str, int] = {}
         self.switching: dict[str, list[OutFrame]] = {}
         self.paused = False
@@ -88,6 +101,20 @@ class LiveSession:
         self.cursors[context] = frame.seq_to
 
     # -- client requests ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Record the connection (active_connections) and send `hello`."""
+        await database_sync_to_async(connection_open)(
+            session=self.id,
+            transport=self.transport,
+            user=self.user,
+            audience=self.audience,
+            client_address=self.client_address,
+            user_agent=self.user_agent,
+        )
+        self.tracked = True
+        self.hub.sessions.add(self)
+        await self.hello()
 
     async def hello(self) -> None:
         state = await database_sync_to_async(change_log_state)()
@@ -136,6 +163,8 @@ class LiveSession:
             )
         )
         await self._start(accepted, since=since, epoch=epoch, state=state)
+        if new:
+            await self._track_contexts()
 
     async def resume(self, *, since: int | dict | None = None, ref: Any = None) -> None:
         """Resume sending, catching up from `since` (or from each context's cursor)."""
@@ -169,6 +198,7 @@ class LiveSession:
                 del self.cursors[context]
                 self.switching.pop(context, None)
                 await self.hub.leave(self, context, self.audience)
+        await self._track_contexts()
         state = await database_sync_to_async(change_log_state)()
         await self.send(
             protocol.subscribed(
@@ -182,8 +212,18 @@ class LiveSession:
 
     async def close(self) -> None:
         await self.hub.leave_all(self)
+        self.hub.sessions.discard(self)
         self.cursors.clear()
         self.switching.clear()
+        if self.tracked:
+            await database_sync_to_async(connection_close)(session=self.id)
+            self.tracked = False
+
+    async def _track_contexts(self) -> None:
+        if self.tracked:
+            await database_sync_to_async(connection_contexts_set)(
+                session=self.id, contexts=list(self.cursors)
+            )
 
     def active_contexts(self, new: list[str] | None = None) -> list[str]:
         return list(dict.fromkeys([*self.cursors, *(new or [])]))
