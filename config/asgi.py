@@ -15,6 +15,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from realtime.auth import TokenAuthMiddleware  # noqa: E402
 from realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.server import daphne_websocket_limits_install  # noqa: E402
+
+daphne_websocket_limits_install()
 
 application = ProtocolTypeRouter(
     {

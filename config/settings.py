@@ -315,3 +315,12 @@ REALTIME_RATE_LIMIT_STRIKES = int(os.environ.get("REALTIME_RATE_LIMIT_STRIKES", 
 REALTIME_TOUCH_INTERVAL_S = float(os.environ.get("REALTIME_TOUCH_INTERVAL_S", "15"))
 # A connection row nobody refreshed for this long belongs to a dead process: swept.
 REALTIME_CONNECTION_STALE_S = float(os.environ.get("REALTIME_CONNECTION_STALE_S", "120"))
+# A client that has pinged once and then sends nothing for this long is dead: 4408.
+# (Clients that never ping rely on the server's WebSocket-level pings.)
+REALTIME_CLIENT_TIMEOUT_S = float(os.environ.get("REALTIME_CLIENT_TIMEOUT_S", "90"))
+# Concurrent live connections per client address, over all processes; more get 4429.
+REALTIME_MAX_CONNECTIONS_PER_ADDRESS = int(
+    os.environ.get("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "200")
+)
+# The retry hint given to a client refused for having too many connections.
+REALTIME_CONNECTION_RETRY_S = 30

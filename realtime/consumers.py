@@ -18,6 +18,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from changes.selectors import change_log_state
 from realtime import protocol
+from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,19 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """One dashboard connection."""
 
     async def connect(self) -> None:
+        self.closing = False
         if self.scope.get("auth_error"):
             await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
+            return
+        address = client_address(self.scope)
+        if await database_sync_to_async(connections_at_address)(address=address) >= (
+            settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
+        ):
+            await self.accept()
+            await self.close(
+                code=protocol.CLOSE_RATE_LIMITED,
+                reason=f"retry_after={settings.REALTIME_CONNECTION_RETRY_S}",
+            )
             return
         await self.accept()
         self.session = LiveSession(
@@ -90,8 +102,11 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S
         )
         self.limited_strikes = 0
-        self.closing = False
+        # Set once the client pings: from then on, silence means a dead client (4408).
+        self.client_keepalive_at: float | None = None
+        await self.session.hub.start()
         await self.session.open()
+        self.session.hub.transports.add(self)
         self.heartbeat = asyncio.create_task(self._heartbeats())
 
     async def disconnect(self, code: int) -> None:
@@ -99,7 +114,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "heartbeat"):
             self.heartbeat.cancel()
         if hasattr(self, "session"):
+            self.session.hub.transports.discard(self)
             await self.session.close()
+
+    async def shutdown(self) -> None:
+        """The server is stopping: tell the client to reconnect elsewhere (4503)."""
+        if not self.closing:
+            self.closing = True
+            await self.close(code=protocol.CLOSE_UNAVAILABLE, reason="shutting down")
 
     async def _send_text(self, text: str) -> None:
         if not self.closing:
@@ -110,6 +132,15 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         while True:
             # Jitter keeps thousands of connections from beating in step.
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            silent_for = (
+                asyncio.get_running_loop().time() - self.client_keepalive_at
+                if self.client_keepalive_at is not None
+                else 0
+            )
+            if silent_for > settings.REALTIME_CLIENT_TIMEOUT_S:
+                self.closing = True
+                await self.close(code=protocol.CLOSE_HEARTBEAT_TIMEOUT, reason="heartbeat timeout")
+                return
             state = await database_sync_to_async(change_log_state)()
             await self._send_text(protocol.heartbeat(seq=state.head_seq))
 
@@ -210,5 +241,6 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         # Notifications that require acknowledgement arrive with issue #6; an ack has no reply.
 
     async def on_ping(self, message: dict, ref: Any) -> None:
+        self.client_keepalive_at = asyncio.get_running_loop().time()
         state = await database_sync_to_async(change_log_state)()
         await self._send_text(protocol.pong(seq=state.head_seq, ref=ref))

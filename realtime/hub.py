@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from typing import Protocol
 
 from channels.db import database_sync_to_async
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 # After the channel layer fails (Redis away), wait this long before listening again.
 RECEIVE_RETRY_S = 1.0
+# Between sending 4503 to every client and letting the server stop.
+SHUTDOWN_GRACE_S = 0.5
 
 
 class Subscriber(Protocol):
@@ -65,8 +69,11 @@ class Hub:
         self.lock = asyncio.Lock()
         self.frames_received = 0
         self.deliveries = 0
-        # Every live session of this process, for the batched last_seen refresh.
+        # Every live session of this process, for the batched last_seen refresh, and
+        # every transport connection, to be told when the process stops.
         self.sessions: set = set()
+        self.transports: set = set()
+        self.stopping = False
         self.touch_task: asyncio.Task | None = None
 
     def follower(self, audience: str) -> ContextFollower:
@@ -80,6 +87,35 @@ class Hub:
             self.task = asyncio.create_task(self._receive_loop(), name="realtime-hub")
         if self.touch_task is None or self.touch_task.done():
             self.touch_task = asyncio.create_task(self._touch_loop(), name="realtime-touch")
+            self._take_over_sigterm()
+
+    def _take_over_sigterm(self) -> None:
+        """Under a server that installed its own SIGTERM handler (daphne's reactor), close
+        every connection with 4503 first, then hand over to it: clients reconnect
+        elsewhere at once instead of waiting for a timeout."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return  # nobody to hand over to (tests, shells): leave the default alone
+
+        def on_sigterm() -> None:
+            self.shutdown_task = asyncio.ensure_future(
+                self.shutdown(lambda: previous(signal.SIGTERM, None))
+            )
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+
+    async def shutdown(self, then=None) -> None:
+        """Close every connection of this process with 4503, then run `then`."""
+        self.stopping = True
+        for transport in list(self.transports):
+            with contextlib.suppress(Exception):
+                await transport.shutdown()
+        # Give the close frames a moment to leave before the server stops.
+        await asyncio.sleep(SHUTDOWN_GRACE_S)
+        if then is not None:
+            then()
 
     async def _touch_loop(self) -> None:
         """Refresh last_seen of this process's connections in one statement per period."""

@@ -49,6 +49,13 @@ def connection_contexts_set(*, session: str, contexts: list[str]) -> None:
     )
 
 
+def connections_at_address(*, address: str | None) -> int:
+    """Live connections from one client address, over every server process."""
+    if address is None:
+        return 0
+    return ActiveConnection.objects.filter(client_address=address).count()
+
+
 def connection_close(*, session: str) -> None:
     ActiveConnection.objects.filter(id=session).delete()
 
