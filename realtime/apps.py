@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "realtime"
+
+    def ready(self) -> None:
+        from prometheus_client import REGISTRY
+
+        from realtime.metrics import RealtimeCollector
+
+        # ready() can run twice (test runners); register the collector once.
+        if not getattr(REGISTRY, "_carbon_realtime", False):
+            REGISTRY.register(RealtimeCollector())
+            REGISTRY._carbon_realtime = True

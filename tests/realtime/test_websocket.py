@@ -277,3 +277,27 @@ async def test_another_client_keeps_receiving_while_one_misbehaves(client, world
     batch = await receive_until(other, "batch")
     assert any(i["fields"].get("name") == "Calm Co" for i in batch["changes"])
     await other.disconnect()
+
+
+async def test_connections_are_tracked_and_exported(client, world):
+    from django.test import AsyncClient
+
+    from realtime.models import ActiveConnection
+
+    await subscribe(client, ["industry:steel", "overview"])
+    rows = await database_sync_to_async(
+        lambda: list(ActiveConnection.objects.values("transport", "contexts", "dashboard_context"))
+    )()
+    assert rows == [
+        {
+            "transport": "websocket",
+            "contexts": ["industry:steel", "overview"],
+            "dashboard_context": "industry:steel",
+        }
+    ]
+    metrics = (await AsyncClient().get("/metrics")).content.decode()
+    assert 'carbon_realtime_process_connections{transport="websocket"} 1.0' in metrics
+    assert 'carbon_realtime_connections{transport="websocket"} 1.0' in metrics
+    await client.disconnect()
+    count = await database_sync_to_async(ActiveConnection.objects.count)()
+    assert count == 0
