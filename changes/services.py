@@ -148,8 +148,15 @@ def benchmarks_schedule(*, industry_ids: set[str]) -> None:
 
 
 def publish_and_schedule() -> PublishResult | None:
-    """One publisher run plus the follow-up work it makes due (benchmark recomputes)."""
+    """One publisher run plus the follow-up work it makes due (benchmark recomputes).
+
+    The batch is committed before the follow-up: if Redis is away, scheduling fails and
+    is logged, and the batch still goes out (its frames reach whoever can be reached).
+    """
     result = change_batch_publish()
     if result is not None and result.industries_touched:
-        benchmarks_schedule(industry_ids=result.industries_touched)
+        try:
+            benchmarks_schedule(industry_ids=result.industries_touched)
+        except Exception:
+            logger.exception("could not schedule benchmark recomputes")
     return result

@@ -140,7 +140,9 @@ class ContextFollower:
                 # The log is not there yet (a replica behind): deliver what we have.
                 break
             frames.append(
-                OutFrame(after + 1, cursor, batch_frame(context, after, cursor, catch_up.items))
+                OutFrame(
+                    after, after + 1, cursor, batch_frame(context, after, cursor, catch_up.items)
+                )
             )
             self.last[context] = cursor
         return frames

@@ -15,6 +15,11 @@ logger = logging.getLogger(__name__)
 class RealtimeCollector(Collector):
     """Connections of this process and of all processes, deliveries, repaired gaps."""
 
+    def describe(self):
+        # Without describe() the registry calls collect() at registration, which would
+        # query the database while Django is still starting.
+        return []
+
     def collect(self):
         from realtime.hub import _hubs
 

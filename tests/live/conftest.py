@@ -21,14 +21,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_database_url() -> str:
+def database_url_of_tests() -> str:
     s = connection.settings_dict
     auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def stack_env(**extra) -> dict:
-    return {**os.environ, "DATABASE_URL": test_database_url(), **extra}
+    return {**os.environ, "DATABASE_URL": database_url_of_tests(), **extra}
 
 
 def wait_for_port(port: int, timeout: float = 20) -> None:

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import sql
-from tests.live.conftest import test_database_url
+from tests.live.conftest import database_url_of_tests
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio]
 
@@ -52,7 +52,7 @@ async def recv_change(ws, field: str, value, timeout: float = 10) -> dict:
 def continuous_writes(stop: threading.Event, company, errors: list) -> int:
     count = 0
     try:
-        with psycopg.connect(test_database_url(), autocommit=True) as conn:
+        with psycopg.connect(database_url_of_tests(), autocommit=True) as conn:
             while not stop.is_set():
                 conn.execute(
                     "UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1"
