@@ -10,6 +10,7 @@ read from the log: no gap and no duplicate across the switch.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -69,6 +70,11 @@ class LiveSession:
         self.paused = False
         self.policy = protocol.default_policy()
         self.frames_sent = 0
+        # Rate policy: live frames closer together than min_interval_ms are held back and
+        # merged into one batch (coalesced, never dropped).
+        self.last_sent_at: dict[str, float] = {}
+        self.held: dict[str, list[OutFrame]] = {}
+        self.flush_tasks: dict[str, asyncio.Task] = {}
 
     # -- the hub side ---------------------------------------------------------------------
 
@@ -80,7 +86,40 @@ class LiveSession:
         if context not in self.cursors or self.paused:
             # Paused: the cursor stays put; resume catches up from it.
             return
+        interval = self.policy["min_interval_ms"] / 1000
+        if interval > 0 and not frame.reset:
+            now = asyncio.get_running_loop().time()
+            wait = self.last_sent_at.get(context, -interval) + interval - now
+            if wait > 0 or context in self.held:
+                self.held.setdefault(context, []).append(frame)
+                if context not in self.flush_tasks:
+                    self.flush_tasks[context] = asyncio.create_task(
+                        self._send_held(context, max(wait, 0))
+                    )
+                return
         await self._send_frame(context, frame)
+
+    async def _send_held(self, context: str, delay: float) -> None:
+        """After the policy's interval, send everything held for a context as one batch."""
+        try:
+            await asyncio.sleep(delay)
+            frames = self.held.pop(context, [])
+            if not frames or context not in self.cursors or self.paused:
+                return
+            cursor = self.cursors[context]
+            items = []
+            for frame in frames:
+                body = json.loads(frame.text, parse_float=Decimal)
+                items.extend(item for item in body["changes"] if item["seq"] > cursor)
+            merged = OutFrame(
+                prev_seq=min(frame.prev_seq for frame in frames),
+                seq_from=min(frame.seq_from for frame in frames),
+                seq_to=max(frame.seq_to for frame in frames),
+                text=batch_frame(context, cursor, max(f.seq_to for f in frames), items),
+            )
+            await self._send_frame(context, merged)
+        finally:
+            self.flush_tasks.pop(context, None)
 
     async def _send_frame(self, context: str, frame: OutFrame) -> None:
         cursor = self.cursors[context]
@@ -99,6 +138,7 @@ class LiveSession:
         await self.send(text)
         self.frames_sent += 1
         self.cursors[context] = frame.seq_to
+        self.last_sent_at[context] = asyncio.get_running_loop().time()
 
     # -- client requests ------------------------------------------------------------------
 
@@ -211,6 +251,8 @@ class LiveSession:
         )
 
     async def close(self) -> None:
+        for task in self.flush_tasks.values():
+            task.cancel()
         await self.hub.leave_all(self)
         self.hub.sessions.discard(self)
         self.cursors.clear()

@@ -301,3 +301,24 @@ async def test_connections_are_tracked_and_exported(client, world):
     await client.disconnect()
     count = await database_sync_to_async(ActiveConnection.objects.count)()
     assert count == 0
+
+
+async def test_min_interval_policy_coalesces_instead_of_dropping(world, settings):
+    settings.REALTIME_DEFAULT_POLICY = {**settings.REALTIME_DEFAULT_POLICY, "min_interval_ms": 400}
+    await publish()
+    communicator, connected, _ = await connect()
+    assert connected
+    hello = await receive(communicator)
+    assert hello["policy"]["min_interval_ms"] == 400
+    await subscribe(communicator, [f"company:{world['acme']}"])
+    for name in ("First", "Second", "Third"):
+        await db("UPDATE companies SET name = %s WHERE id = %s", [name, world["acme"]])
+        await publish()
+    first = await receive_until(communicator, "batch")
+    assert first["changes"][0]["fields"]["name"] == "First"
+    held = await receive_until(communicator, "batch", timeout=3)
+    # The two later changes of the company, held back and merged into one item.
+    assert [item["fields"]["name"] for item in held["changes"]] == ["Third"]
+    assert held["prev_seq"] == first["seq_to"]
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
