@@ -4,8 +4,8 @@ Each change carries, from its capture, everything its contribution depends on (t
 record's values, its company's visibility and industry). A change's effect on a total
 is its contribution after minus its contribution before, per audience, so totals are
 exact whatever order unrelated changes are published in. A company's visibility or
-industry move carries its records' values, read under row locks that serialise it with
-concurrent writes to those records (see emissions.models.COMPANY_MOVE_LOCK).
+industry move carries its records' values, read under a lock that serialises it with
+concurrent writes to emission records (see emissions.models.COMPANY_MOVE_LOCK).
 
 Totals are kept per scope (`platform`, `industry:<slug>`), year and audience; year
 None holds the number of companies.

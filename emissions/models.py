@@ -66,15 +66,18 @@ COMPANY_CAPTURE = CaptureSpec(
     ),
 )
 
-# Serialises a company's visibility or industry move with concurrent writes to its
-# records, so the record values captured with the move are exactly those the
-# aggregates hold (a record written concurrently is captured after it, seeing the move).
+# Serialises a company's visibility or industry move with every concurrent write to
+# emission records, so the record values captured with the move are exactly those the
+# running totals hold: the move waits for record writers in flight and holds new ones
+# back until it commits (they then capture the company as it is after the move). Row
+# locks would not do: a concurrently *inserted* record has no row to lock yet. Moves are
+# rare (an editor's decision); record writes pause for one short transaction.
 COMPANY_MOVE_LOCK = """
-    PERFORM 1 FROM emission_records er
-     WHERE er.company_id IN (
-           SELECT r.id FROM new_rows r JOIN old_rows o ON o.id = r.id
-            WHERE (o.is_public, o.industry_id) IS DISTINCT FROM (r.is_public, r.industry_id))
-       FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM new_rows r JOIN old_rows o ON o.id = r.id
+                WHERE (o.is_public, o.industry_id) IS DISTINCT FROM (r.is_public, r.industry_id))
+    THEN
+        LOCK TABLE emission_records IN SHARE ROW EXCLUSIVE MODE;
+    END IF;
 """
 
 EMISSION_RECORD_CAPTURE = CaptureSpec(
