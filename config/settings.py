@@ -4,6 +4,7 @@ Every value that differs between machines comes from the environment, read here 
 nowhere else. Production differs from development only by environment values.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -190,6 +191,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / ".data" / "staticfiles"))
+# WhiteNoise warns about a missing STATIC_ROOT on every start; in development it is empty.
+# (Read-only deployments collect static files at build time: nothing to create then.)
+with contextlib.suppress(OSError):
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve straight from the source folders: no collectstatic step for `make run`, and the
 # browser client has no build step either.
 WHITENOISE_USE_FINDERS = True
