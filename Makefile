@@ -46,6 +46,9 @@ run: install
 		echo "" && \
 		exec $(BIN)/honcho start $(PROCESSES)'
 
+# Each test run gets its own Redis key prefix (channel layer, cache, Celery), so two runs
+# on one machine never receive each other's messages.
+test: export REDIS_PREFIX ?= carbon-test-$(shell date +%s%N)
 test: install
 	$(BIN)/ruff check .
 	@# pytest exits 5 when it collected no tests (say, a -k that matched nothing).
