@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSocket through Channels; daphne serves both."""
+"""ASGI entry point: HTTP through Django (except the Channels HTTP routes, such as the SSE
+stream), WebSocket through Channels; daphne serves both."""
 
 import os
 
@@ -11,17 +12,19 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from realtime.auth import TokenAuthMiddleware  # noqa: E402
 from realtime.origin import allowed_hosts_origin_validator  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from realtime.server import daphne_websocket_limits_install  # noqa: E402
 
 daphne_websocket_limits_install()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # The live HTTP routes (authenticated inside http_urlpatterns), then Django.
+        "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
         "websocket": allowed_hosts_origin_validator(
             AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),

@@ -1,0 +1,132 @@
+"""JSON bodies of the live protocol's REST endpoints: validation of what clients send,
+and the reply shapes for the OpenAPI schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rest_framework import serializers
+
+# A seq is a PostgreSQL bigint.
+SEQ_MAX = 2**63 - 1
+# Session ids are uuid4 hex (realtime.session.LiveSession), ActiveConnection.id holds 32.
+SESSION_MAX_LENGTH = 32
+# Notification ids are short tokens; anything longer cannot name one.
+NOTIFICATION_MAX_LENGTH = 100
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else: DRF's CharField would turn 5 into "5"."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer and nothing else: not "5", not 5.0, not true."""
+
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not know, so a misspelt field never passes silently."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key)[:40] for key in set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {"non_field_errors": [f"Unknown field(s): {', '.join(unknown)}."]}
+                )
+        return super().to_internal_value(data)
+
+
+class SubscribeSerializer(StrictSerializer):
+    """`POST /api/realtime/subscribe`: add contexts to an SSE or polling session."""
+
+    session = StrictCharField(max_length=SESSION_MAX_LENGTH)
+    # Malformed context strings are not a 400: they come back in `rejected`, as on the
+    # WebSocket. Only a non-list or non-strings are.
+    contexts = serializers.ListField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), allow_empty=True
+    )
+
+
+class AcknowledgeSerializer(StrictSerializer):
+    """`POST /api/updates/acknowledge`: `{session, seq}` or `{session, notification}`."""
+
+    session = StrictCharField(max_length=SESSION_MAX_LENGTH)
+    seq = StrictIntegerField(required=False, min_value=0, max_value=SEQ_MAX)
+    notification = StrictCharField(required=False, max_length=NOTIFICATION_MAX_LENGTH)
+
+    def validate(self, attrs):
+        if ("seq" in attrs) == ("notification" in attrs):
+            raise serializers.ValidationError("Send either `seq` or `notification`.")
+        return attrs
+
+
+# -- reply shapes (documentation only) ----------------------------------------------------
+
+
+class RejectionSerializer(serializers.Serializer):
+    context = serializers.JSONField()
+    code = serializers.ChoiceField(choices=["invalid_context", "forbidden_context"])
+
+
+class SubscribedSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["subscribed"])
+    contexts = serializers.ListField(child=serializers.CharField())
+    rejected = RejectionSerializer(many=True)
+    seq = serializers.IntegerField()
+
+
+class StatusSerializer(serializers.Serializer):
+    epoch = serializers.CharField()
+    head_seq = serializers.IntegerField()
+    pending = serializers.IntegerField(help_text="unpublished changes, counted up to a cap")
+    pending_capped = serializers.BooleanField(help_text="true: more than `pending` wait")
+    lag_ms = serializers.IntegerField(help_text="age of the oldest unpublished change")
+    maintenance = serializers.BooleanField()
+    last_published_at = serializers.CharField(allow_null=True)
+
+
+class CheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    latency_ms = serializers.FloatField(required=False)
+    error = serializers.CharField(required=False)
+
+
+class PublisherCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    lag_ms = serializers.IntegerField(allow_null=True)
+    pending = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(required=False)
+
+
+class HealthChecksSerializer(serializers.Serializer):
+    database = CheckSerializer()
+    redis = CheckSerializer()
+    channel_layer = CheckSerializer()
+    publisher = PublisherCheckSerializer()
+
+
+class ConnectionCountsSerializer(serializers.Serializer):
+    websocket = serializers.IntegerField(allow_null=True)
+    sse = serializers.IntegerField(allow_null=True)
+    polling = serializers.IntegerField(allow_null=True)
+    total = serializers.IntegerField(allow_null=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    checks = HealthChecksSerializer()
+    connections = ConnectionCountsSerializer()

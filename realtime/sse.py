@@ -1,0 +1,565 @@
+"""The Server-Sent Events endpoint `GET /api/stream/dashboard` (PROTOCOL.md).
+
+The same LiveSession and hub as the WebSocket endpoint; this module only turns the query
+and `Last-Event-ID` into a subscribe, and the session's JSON texts into SSE events:
+
+    retry: 3000
+
+    event: hello
+    data: {"type":"hello",...}
+
+    event: batch
+    id: 1.YWJjZGVmMTJ8Y29tcGFueTo...
+    data: {"type":"batch","context":"company:...","seq_from":...}
+
+Only `batch` events carry an `id:`: a cursor token holding every subscribed context's
+cursor *after* that batch, so the `Last-Event-ID` a browser sends back on reconnect
+resumes each context exactly where it was. Everything that cannot be served is refused
+with a JSON error before the first byte of the stream; once streaming, problems become
+events (`reset`), never a broken response.
+
+Channels dispatches one message at a time, so the consumer never blocks in a handler:
+`http.request` starts the stream and returns, live frames arrive through the hub, and
+`http.disconnect` (or a `session.subscribe` group message) is handled as it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from changes.contexts import InvalidContext, context_normalize
+from changes.publisher import json_dumps
+from changes.selectors import change_log_state
+from config.errors import error_body
+from realtime import protocol
+from realtime.consumers import client_address, header
+from realtime.hub import get_hub
+from realtime.services import connections_at_address
+from realtime.session import LiveSession, TooManySubscriptions
+
+logger = logging.getLogger(__name__)
+
+# `retry:` sent first: how long a browser waits before reconnecting after the stream
+# ends. 3 s is the browsers' own default, said explicitly so every client agrees; a server
+# restart then sees its reconnections spread over the jitter of the clients' timers.
+RETRY_MS = 3000
+# PROTOCOL.md: a heartbeat event at least every 15 s on SSE when idle. Proxies cut idle
+# connections at about 60 s; 15 s also lets a browser notice a dead stream quickly.
+HEARTBEAT_S = 15.0
+# Each wait is 80 to 100 % of HEARTBEAT_S, so thousands of streams do not beat in step.
+HEARTBEAT_JITTER = 0.2
+# A query string longer than this is refused (400): fifty contexts fit in under 3 KiB.
+MAX_QUERY_BYTES = 8 * 1024
+# A longer `Last-Event-ID` cannot be one of ours (fifty contexts encode to about 3.5 KiB).
+MAX_LAST_EVENT_ID = 8 * 1024
+# Characters of the epoch kept in a cursor token: enough to tell two lineages apart
+# (md5 hex, 1 in 4 billion), short enough to keep the token small.
+TOKEN_EPOCH_CHARS = 8
+TOKEN_VERSION = "1"
+# Longest `epoch` query value accepted (epochs are 32 hex characters).
+MAX_EPOCH_CHARS = 100
+# A seq is a PostgreSQL bigint.
+MAX_SEQ = 2**63 - 1
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    # nginx buffers proxied responses unless told not to; an event stream must flow.
+    (b"x-accel-buffering", b"no"),
+]
+
+_SEQ = re.compile(r"^[0-9]{1,19}$")
+_TOKEN_BODY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SESSION_GROUP = re.compile(r"^[A-Za-z0-9._-]{1,99}$")
+# The head of a batch as json_dumps writes it (`type` first, then context and seqs):
+# enough to move the cursor without decoding hundreds of items.
+_BATCH_HEAD = re.compile(
+    r'^\{"type":"batch","context":("(?:[^"\\]|\\.)*"),"seq_from":-?\d+,"seq_to":(\d+)'
+)
+_TYPE_HEAD = re.compile(r'^\{"type":"([A-Za-z_.]{1,40})"')
+
+
+def session_group(session_id: str) -> str:
+    """The channel-layer group of one SSE session (`POST /api/realtime/subscribe` sends
+    `session.subscribe` messages to it)."""
+    name = f"session.{session_id}"
+    if not _SESSION_GROUP.match(name):
+        raise ValueError(f"cannot build a group name from {session_id!r}")
+    return name
+
+
+# -- the request -----------------------------------------------------------------------
+
+
+class StreamRefused(Exception):
+    """A request answered with a JSON error instead of a stream."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: list | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or []
+
+
+def _invalid(detail: str) -> StreamRefused:
+    return StreamRefused(400, "invalid_parameter", detail)
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """What a client asked for: contexts (as written), `since`, `epoch`, the cursor token."""
+
+    contexts: list[str]
+    since: int | None = None
+    epoch: str | None = None
+    last_event_id: str | None = None
+
+
+def stream_request_parse(scope: dict) -> StreamRequest:
+    """Read the query string and `Last-Event-ID`; StreamRefused (400) if unusable.
+
+    `contexts` may be repeated (the lists are joined); empty items are skipped. Other
+    parameters are ignored, since EventSource polyfills and cache busters add their own,
+    except `lastEventId`, which polyfills send in place of the header.
+    """
+    raw = scope.get("query_string", b"")
+    if len(raw) > MAX_QUERY_BYTES:
+        raise _invalid(f"The query string is limited to {MAX_QUERY_BYTES} bytes.")
+    try:
+        pairs = parse_qsl(
+            raw.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid("The query string is not percent-encoded UTF-8.") from None
+
+    contexts: list[str] = []
+    single: dict[str, str] = {}
+    for name, value in pairs:
+        if name == "contexts":
+            contexts.extend(item.strip() for item in value.split(",") if item.strip())
+        elif name in ("since", "epoch", "lastEventId"):
+            if name in single:
+                raise _invalid(f"`{name}` is given more than once.")
+            single[name] = value
+    contexts = list(dict.fromkeys(contexts))
+    if not contexts:
+        raise _invalid("`contexts` lists at least one context, comma separated.")
+    if len(contexts) > settings.REALTIME_MAX_SUBSCRIPTIONS:
+        raise StreamRefused(
+            400,
+            protocol.TOO_MANY_SUBSCRIPTIONS,
+            f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per stream.",
+        )
+
+    since = None
+    if "since" in single:
+        if not _SEQ.match(single["since"]) or int(single["since"]) > MAX_SEQ:
+            raise _invalid("`since` is a seq: a non-negative integer.")
+        since = int(single["since"])
+    epoch = single.get("epoch") or None
+    if epoch is not None and len(epoch) > MAX_EPOCH_CHARS:
+        raise _invalid("`epoch` is too long to be an epoch.")
+
+    last_event_id = header(scope, b"last-event-id") or single.get("lastEventId") or None
+    return StreamRequest(contexts=contexts, since=since, epoch=epoch, last_event_id=last_event_id)
+
+
+# -- cursor tokens ---------------------------------------------------------------------
+
+
+def cursor_token(epoch: str, cursors: dict[str, int]) -> str:
+    """The opaque `id:` of a batch event: the epoch and every context's cursor."""
+    body = "|".join([epoch[:TOKEN_EPOCH_CHARS], *(f"{c}={s}" for c, s in cursors.items())])
+    encoded = base64.urlsafe_b64encode(body.encode()).rstrip(b"=").decode("ascii")
+    return f"{TOKEN_VERSION}.{encoded}"
+
+
+@dataclass(frozen=True)
+class CursorToken:
+    """A decoded `Last-Event-ID`."""
+
+    epoch_prefix: str
+    cursors: dict[str, int] = field(default_factory=dict)
+
+
+def cursor_token_decode(token: str) -> CursorToken | None:
+    """The cursors of a token made by `cursor_token`; None for anything else."""
+    version, _, encoded = token.strip().partition(".")
+    if version != TOKEN_VERSION or len(token) > MAX_LAST_EVENT_ID or not _TOKEN_BODY.match(encoded):
+        return None
+    try:
+        body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, ValueError):
+        return None
+    epoch_prefix, *parts = body.split("|")
+    if not epoch_prefix or len(parts) > settings.REALTIME_MAX_SUBSCRIPTIONS:
+        return None
+    cursors: dict[str, int] = {}
+    for part in parts:
+        context, _, seq = part.rpartition("=")
+        if not context or not _SEQ.match(seq) or int(seq) > MAX_SEQ:
+            return None
+        cursors[context] = int(seq)
+    return CursorToken(epoch_prefix, cursors)
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def sse_event(kind: str, data: str, event_id: str | None = None) -> bytes:
+    """One event: `event:`, optional `id:`, `data:` lines, blank line."""
+    lines = [f"event: {kind}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if "\n" in data or "\r" in data:
+        # Encoded JSON never holds raw line breaks; split anyway rather than corrupt.
+        lines.extend(f"data: {line}" for line in data.splitlines())
+    else:
+        lines.append(f"data: {data}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _batch_position(text: str) -> tuple[str, int]:
+    """The context and seq_to of an encoded batch."""
+    match = _BATCH_HEAD.match(text)
+    if match:
+        return json.loads(match.group(1)), int(match.group(2))
+    body = json.loads(text)
+    return body["context"], int(body["seq_to"])
+
+
+def _message_type(text: str) -> str:
+    match = _TYPE_HEAD.match(text)
+    if match:
+        return match.group(1)
+    try:
+        kind = json.loads(text).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    return kind if isinstance(kind, str) else "message"
+
+
+def _since_value(value: Any) -> int | dict | None:
+    """`since` of a group message: a seq or a map of seqs; anything else is ignored."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        return value
+    return None
+
+
+# -- the consumer ----------------------------------------------------------------------
+
+
+class DashboardStreamConsumer(AsyncHttpConsumer):
+    """One SSE dashboard stream."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.session: LiveSession | None = None
+        self.group: str | None = None
+        self.heartbeat: asyncio.Task | None = None
+        self.streaming = False  # headers sent
+        self.ended = False  # body ended, or the client is gone: write nothing more
+        self.cleaned = False
+        self.epoch = ""
+        # Per context, the cursor the client holds: the seq_to of the last batch written
+        # (or the seq of a reset). The session moves its own cursors only after `send`
+        # returns, so the token of a batch is computed from these.
+        self.positions: dict[str, int] = {}
+        # Where the client asked to start, per (canonical) context: for the token of a
+        # context not started yet.
+        self.planned: dict[str, int] = {}
+        # The cursors of the `Last-Event-ID`, also for contexts a later `session.subscribe`
+        # brings back after a reconnect.
+        self.resume: dict[str, int] = {}
+        self.write_lock = asyncio.Lock()
+        self.last_write = 0.0
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when cancelled: daphne cancels every application when the server stops.
+            # The body ends properly (the last chunk), so the client sees a clean end and
+            # reconnects after `retry`, sending its Last-Event-ID.
+            await self._end()
+            await self._cleanup()
+
+    # -- request --------------------------------------------------------------------------
+
+    async def http_request(self, message: dict) -> None:
+        # The body of a GET means nothing here: not kept, only waited for.
+        if self.streaming or message.get("more_body"):
+            return
+        try:
+            await self._start()
+        except StreamRefused as refusal:
+            await self._refuse(refusal)
+            raise StopConsumer() from None
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("starting an SSE stream failed")
+            if not self.streaming:
+                await self._refuse(
+                    StreamRefused(503, "unavailable", "The stream could not be started.")
+                )
+            raise StopConsumer() from None
+
+    async def _start(self) -> None:
+        if self.scope.get("method") != "GET":
+            raise StreamRefused(
+                405, "method_not_allowed", "Only GET opens a stream.", [(b"allow", b"GET")]
+            )
+        if self.scope.get("auth_error"):
+            raise StreamRefused(
+                401,
+                "authentication_failed",
+                "Invalid token.",
+                [(b"www-authenticate", b"Token")],
+            )
+        request = stream_request_parse(self.scope)
+        hub = get_hub()
+        if hub.stopping:
+            retry = str(max(1, RETRY_MS // 1000)).encode()
+            raise StreamRefused(
+                503, "unavailable", "The server is shutting down.", [(b"retry-after", retry)]
+            )
+        address = client_address(self.scope)
+        if await database_sync_to_async(connections_at_address)(address=address) >= (
+            settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
+        ):
+            retry = str(settings.REALTIME_CONNECTION_RETRY_S).encode()
+            raise StreamRefused(
+                429,
+                protocol.RATE_LIMITED,
+                "Too many live connections from this address.",
+                [(b"retry-after", retry)],
+            )
+
+        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        self.streaming = True
+        await self._write(f"retry: {RETRY_MS}\n\n".encode())
+
+        self.session = LiveSession(
+            user=self.scope.get("user"),
+            send=self._session_send,
+            transport="sse",
+            client_address=address,
+            user_agent=header(self.scope, b"user-agent"),
+            hub=hub,
+        )
+        # `hello` tells the client how often to expect a heartbeat on this transport.
+        self.session.policy["heartbeat_ms"] = int(HEARTBEAT_S * 1000)
+        # Before `hello` names the session: a subscribe sent as soon as the client
+        # knows the session id must find the group.
+        self.group = session_group(self.session.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await hub.start()
+        await self.session.open()
+        hub.transports.add(self)
+
+        state = await database_sync_to_async(change_log_state)()
+        since, epoch = self._starting_points(request, state)
+        try:
+            await self.session.subscribe(request.contexts, since=since, epoch=epoch)
+        except TooManySubscriptions as exc:  # the query was counted; only a race gets here
+            await self._session_send(
+                protocol.error(code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc))
+            )
+        self.heartbeat = asyncio.create_task(self._heartbeats(), name="sse-heartbeat")
+
+    def _starting_points(self, request: StreamRequest, state) -> tuple[dict, str | None]:
+        """`since` per context and the epoch to check, from the token or the query.
+
+        A valid `Last-Event-ID` wins over `since` for every context it covers; one that
+        cannot be decoded resets every context (`cursor_invalid`: a negative cursor).
+        """
+        canonical = []
+        for context in request.contexts:
+            with contextlib.suppress(InvalidContext):
+                canonical.append(context_normalize(context))
+        epoch = request.epoch
+        since: dict[str, int] = {}
+        if request.last_event_id is not None:
+            token = cursor_token_decode(request.last_event_id)
+            if token is None:
+                return dict.fromkeys(canonical, -1), None
+            # The full epoch when the prefix matches, so the session checks it again on
+            # its own read; the prefix alone otherwise, which can only mismatch.
+            matches = state.epoch[:TOKEN_EPOCH_CHARS] == token.epoch_prefix
+            epoch = state.epoch if matches else token.epoch_prefix
+            if matches:
+                self.resume = token.cursors
+            since = {c: token.cursors[c] for c in canonical if c in token.cursors}
+        if request.since is not None:
+            for context in canonical:
+                since.setdefault(context, request.since)
+        self.planned = {c: since.get(c, state.head_seq) for c in canonical}
+        return since, epoch
+
+    async def _refuse(self, refusal: StreamRefused) -> None:
+        body = json_dumps(error_body(refusal.code, refusal.detail)).encode()
+        await self.send_response(
+            refusal.status,
+            body,
+            headers=[(b"content-type", b"application/json"), *refusal.headers],
+        )
+        self.ended = True
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def _session_send(self, text: str) -> None:
+        """LiveSession's `send`: one JSON text as one event."""
+        if self.ended:
+            return
+        kind = _message_type(text)
+        async with self.write_lock:
+            event_id = None
+            if kind == "batch":
+                context, seq_to = _batch_position(text)
+                self.positions[context] = seq_to
+                event_id = cursor_token(self.epoch, self._token_cursors())
+            elif kind in ("reset", "hello"):
+                body = json.loads(text)
+                self.epoch = body.get("epoch") or self.epoch
+                if kind == "reset" and body.get("context"):
+                    self.positions[body["context"]] = body["seq"]
+            await self._write(sse_event(kind, text, event_id))
+
+    def _token_cursors(self) -> dict[str, int]:
+        """Every subscribed context's cursor as the client holds it now."""
+        session = self.session
+        cursors: dict[str, int] = {}
+        for context in dict.fromkeys([*session.cursors, *session.switching]):
+            if context in self.positions:
+                cursors[context] = self.positions[context]
+            elif context in session.cursors:
+                cursors[context] = session.cursors[context]
+            elif context in self.planned and self.planned[context] >= 0:
+                cursors[context] = self.planned[context]
+        return cursors
+
+    async def _write(self, chunk: bytes) -> None:
+        if self.ended:
+            return
+        self.last_write = asyncio.get_running_loop().time()
+        await self.send_body(chunk, more_body=True)
+
+    async def _heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.ended:
+            interval = HEARTBEAT_S * random.uniform(1 - HEARTBEAT_JITTER, 1)
+            idle = loop.time() - self.last_write
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            try:
+                state = await database_sync_to_async(change_log_state)()
+            except Exception:
+                logger.exception("heartbeat could not read the change log state")
+                await asyncio.sleep(interval)
+                continue
+            await self._session_send(protocol.heartbeat(seq=state.head_seq))
+
+    # -- group messages -------------------------------------------------------------------
+
+    async def session_subscribe(self, message: dict) -> None:
+        """`{"type": "session.subscribe", "contexts": [...], "since"?, "epoch"?, "ref"?}`
+        from `POST /api/realtime/subscribe`: join more contexts, replying `subscribed`."""
+        if self.session is None or self.ended:
+            return
+        contexts = message.get("contexts")
+        if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+            logger.warning("session.subscribe without a list of contexts: %r", message)
+            return
+        since = self._group_since(contexts, _since_value(message.get("since")))
+        epoch = message.get("epoch") if isinstance(message.get("epoch"), str) else None
+        try:
+            await self.session.subscribe(contexts, since=since, epoch=epoch, ref=message.get("ref"))
+        except TooManySubscriptions as exc:
+            await self._session_send(
+                protocol.error(
+                    code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc), ref=message.get("ref")
+                )
+            )
+
+    def _group_since(self, contexts: list[str], since: int | dict | None) -> dict[str, int]:
+        """Where each context of a `session.subscribe` starts.
+
+        Only contexts new to the session get a start: moving the cursor of one already
+        followed could skip frames still on their way. A context the client held before
+        a reconnect (in its Last-Event-ID) continues from there, or from `since` if that
+        is earlier: everything after the client's cursor, nothing missed.
+        """
+        session = self.session
+        starts: dict[str, int] = {}
+        for context in contexts:
+            try:
+                name = context_normalize(context)
+            except InvalidContext:
+                continue
+            if name in session.cursors or name in session.switching:
+                continue
+            start = since.get(context, since.get(name)) if isinstance(since, dict) else since
+            held = self.resume.get(name)
+            if held is not None:
+                start = held if start is None else min(start, held)
+            if start is not None:
+                starts[name] = start
+                self.planned[name] = start
+        return starts
+
+    # -- ending ---------------------------------------------------------------------------
+
+    async def disconnect(self) -> None:
+        """The client went away (`http.disconnect`)."""
+        self.ended = True
+        await self._cleanup()
+
+    async def shutdown(self) -> None:
+        """The server is stopping (the hub calls this on SIGTERM): end the body, so the
+        client reconnects (to another process) after `retry`, with its Last-Event-ID."""
+        await self._end()
+
+    async def _end(self) -> None:
+        if self.streaming and not self.ended:
+            self.ended = True
+            with contextlib.suppress(Exception):
+                await self.send_body(b"", more_body=False)
+
+    async def _cleanup(self) -> None:
+        if self.cleaned:
+            return
+        self.cleaned = True
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+        if self.session is not None:
+            self.session.hub.transports.discard(self)
+            try:
+                await self.session.close()
+            except Exception:
+                logger.exception("closing SSE session %s failed", self.session.id)
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
