@@ -7,11 +7,7 @@ WORKDIR /app
 COPY . .
 RUN pip install . && python -m pip check
 
-# Static files are collected at build time; WhiteNoise serves them.
-RUN DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
-    STATIC_ROOT=/app/staticfiles python manage.py collectstatic --noinput
-
-ENV STATIC_ROOT=/app/staticfiles
+# Static files are served by the application from the installed sources (config/asgi.py).
 RUN useradd --system --uid 1000 app
 USER app
 EXPOSE 8000

@@ -5,10 +5,12 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
-# Django must be set up before anything imports models (routing, consumers).
-django_asgi_app = get_asgi_application()
+# Django must be set up before anything imports models (routing, consumers). Static files
+# are answered before Django's middleware (settings.py says why not WhiteNoise).
+django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

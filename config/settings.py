@@ -4,7 +4,6 @@ Every value that differs between machines comes from the environment, read here 
 nowhere else. Production differs from development only by environment values.
 """
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -72,7 +71,6 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # ETag on every GET response and 304 for a matching If-None-Match.
@@ -190,15 +188,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# `collectstatic` target, for deployments that put a proxy or CDN in front.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / ".data" / "staticfiles"))
-# WhiteNoise warns about a missing STATIC_ROOT on every start; in development it is empty.
-# (Read-only deployments collect static files at build time: nothing to create then.)
-with contextlib.suppress(OSError):
-    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-# Serve straight from the source folders: no collectstatic step for `make run`, and the
-# browser client has no build step either.
-WHITENOISE_USE_FINDERS = True
-WHITENOISE_AUTOREFRESH = DEBUG
+# Static files are served by Django's ASGIStaticFilesHandler (config/asgi.py) straight
+# from the source folders: no collectstatic step, no build step for the browser client,
+# and, unlike WhiteNoise's sync-only middleware, no thread held by every async request
+# (a long poll would otherwise pin one of the few executor threads for up to 25 s).
 
 # --- REST API ---------------------------------------------------------------------------
 

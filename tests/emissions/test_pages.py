@@ -52,6 +52,15 @@ def test_admin_requires_staff(client, regular_user, staff_user):
     assert "Visible In Admin" in response.content.decode()
 
 
-def test_static_files_are_served(client):
-    response = client.get("/static/css/site.css")
-    assert response.status_code == 200
+@pytest.mark.asyncio
+async def test_static_files_are_served_by_the_asgi_application():
+    import httpx
+
+    from config.asgi import application
+
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/static/css/site.css")
+        assert response.status_code == 200
+        assert "--accent" in response.text
+        assert (await client.get("/static/nope.css")).status_code == 404
