@@ -19,3 +19,12 @@ def context_group(context: str, audience: str) -> str:
     if not _ALLOWED.match(name):
         raise ValueError(f"cannot build a group name from {context!r}")
     return name
+
+
+def session_group(session_id: str) -> str:
+    """The group of one live session, through which `POST /api/realtime/subscribe`
+    reaches the SSE stream that holds it (`session.subscribe` messages)."""
+    name = f"session.{session_id}"
+    if not _ALLOWED.match(name):
+        raise ValueError(f"cannot build a group name from {session_id!r}")
+    return name

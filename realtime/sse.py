@@ -48,6 +48,7 @@ from changes.selectors import change_log_state
 from config.errors import error_body
 from realtime import protocol
 from realtime.consumers import client_address, header
+from realtime.groups import session_group
 from realtime.hub import get_hub
 from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
@@ -85,22 +86,12 @@ STREAM_HEADERS = [
 
 _SEQ = re.compile(r"^[0-9]{1,19}$")
 _TOKEN_BODY = re.compile(r"^[A-Za-z0-9_-]+$")
-_SESSION_GROUP = re.compile(r"^[A-Za-z0-9._-]{1,99}$")
 # The head of a batch as json_dumps writes it (`type` first, then context and seqs):
 # enough to move the cursor without decoding hundreds of items.
 _BATCH_HEAD = re.compile(
     r'^\{"type":"batch","context":("(?:[^"\\]|\\.)*"),"seq_from":-?\d+,"seq_to":(\d+)'
 )
 _TYPE_HEAD = re.compile(r'^\{"type":"([A-Za-z_.]{1,40})"')
-
-
-def session_group(session_id: str) -> str:
-    """The channel-layer group of one SSE session (`POST /api/realtime/subscribe` sends
-    `session.subscribe` messages to it)."""
-    name = f"session.{session_id}"
-    if not _SESSION_GROUP.match(name):
-        raise ValueError(f"cannot build a group name from {session_id!r}")
-    return name
 
 
 # -- the request -----------------------------------------------------------------------

@@ -322,3 +322,51 @@ async def test_min_interval_policy_coalesces_instead_of_dropping(world, settings
     assert held["prev_seq"] == first["seq_to"]
     assert await communicator.receive_nothing(timeout=0.5)
     await communicator.disconnect()
+
+
+async def test_a_pinging_client_that_falls_silent_is_closed_4408(world, settings):
+    settings.REALTIME_HEARTBEAT_S = 0.2
+    settings.REALTIME_CLIENT_TIMEOUT_S = 0.5
+    communicator, connected, _ = await connect()
+    assert connected
+    await receive(communicator)
+    await communicator.send_json_to({"type": "ping"})
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            break
+    assert output["code"] == 4408
+
+
+async def test_a_client_that_never_pings_is_not_closed(world, settings):
+    settings.REALTIME_HEARTBEAT_S = 0.1
+    settings.REALTIME_CLIENT_TIMEOUT_S = 0.2
+    communicator, connected, _ = await connect()
+    assert connected
+    await receive(communicator)
+    for _ in range(5):
+        assert (await receive(communicator))["type"] == "heartbeat"
+    await communicator.disconnect()
+
+
+async def test_connections_per_address_are_limited(world, settings):
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS = 1
+
+    def from_address():
+        communicator = WebsocketCommunicator(application, "/ws/dashboard/updates", [ORIGIN])
+        communicator.scope["client"] = ("203.0.113.9", 50000)
+        return communicator
+
+    first = from_address()
+    assert (await first.connect())[0]
+    await receive(first)
+    second = from_address()
+    connected, _ = await second.connect()
+    assert connected  # accepted, then told why it is closed
+    closed = await second.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4429, "reason": "retry_after=30"}
+    await first.disconnect()
