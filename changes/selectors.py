@@ -1,4 +1,5 @@
-"""Reads of the change log: its state, and catch-up from per-context cursors."""
+"""Reads of the change log: its state, catch-up from per-context cursors, and the
+publisher's backlog."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ RESET_EPOCH_CHANGED = "epoch_changed"
 RESET_CURSOR_INVALID = "cursor_invalid"
 RESET_CURSOR_TOO_OLD = "cursor_too_old"
 RESET_TOO_MANY_CHANGES = "too_many_changes"
+
+# `pending` counts unpublished changes up to this many (on the partial index, so the
+# count stays cheap in a 100,000-row bulk update); beyond it, `pending_capped` says so.
+PENDING_COUNT_CAP = 100_000
 
 
 @dataclass(frozen=True)
@@ -230,3 +235,27 @@ def aggregates_current(*, audience: str) -> dict[str, dict]:
                     "reporting_companies": reporting,
                 }
         return out
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for the publisher."""
+
+    pending: int
+    capped: bool
+    lag_ms: int
+
+
+def publisher_backlog(*, cap: int = PENDING_COUNT_CAP) -> Backlog:
+    """Unpublished changes (counted up to `cap`) and the age of the oldest, in one query
+    on the partial index of unprocessed rows, on the database's clock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM data_changes"
+            " WHERE processed_at IS NULL LIMIT %s) AS waiting),"
+            " (SELECT greatest(0, extract(epoch FROM clock_timestamp() - created_at) * 1000)"
+            " FROM data_changes WHERE processed_at IS NULL ORDER BY capture_id LIMIT 1)",
+            [cap + 1],
+        )
+        pending, lag = cursor.fetchone()
+    return Backlog(pending=min(pending, cap), capped=pending > cap, lag_ms=int(lag or 0))

@@ -172,3 +172,65 @@ class OverviewQuerySerializer(serializers.Serializer):
 
 class NoQuerySerializer(serializers.Serializer):
     """For endpoints that take no query parameters at all."""
+
+
+class YearTotalsSerializer(serializers.Serializer):
+    """One year's emissions over the companies the user may see (OpenAPI shape)."""
+
+    year = serializers.IntegerField()
+    total_tonnes = serializers.FloatField()
+    scope1_tonnes = serializers.FloatField()
+    scope2_tonnes = serializers.FloatField()
+    scope3_tonnes = serializers.FloatField()
+    reporting_companies = serializers.IntegerField()
+
+
+class IndustryDetailSerializer(IndustrySerializer):
+    """`GET /api/industries/<slug>/` (OpenAPI shape)."""
+
+    totals_by_year = YearTotalsSerializer(many=True)
+    benchmarks = IndustryBenchmarkSerializer(many=True)
+    seq = serializers.IntegerField()
+    epoch = serializers.CharField()
+
+    class Meta(IndustrySerializer.Meta):
+        fields = [*IndustrySerializer.Meta.fields, "totals_by_year", "benchmarks", "seq", "epoch"]
+
+
+class OverviewTotalsSerializer(serializers.Serializer):
+    companies = serializers.IntegerField()
+    reporting_companies = serializers.IntegerField()
+    total_tonnes = serializers.FloatField()
+    scope1_tonnes = serializers.FloatField()
+    scope2_tonnes = serializers.FloatField()
+    scope3_tonnes = serializers.FloatField()
+    industries = serializers.IntegerField()
+
+
+class OverviewIndustrySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    sector = serializers.CharField()
+    company_count = serializers.IntegerField()
+    reporting_companies = serializers.IntegerField()
+    total_tonnes = serializers.FloatField()
+
+
+class TopEmitterSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    country = serializers.CharField()
+    industry = serializers.CharField()
+    year = serializers.IntegerField()
+    total_tonnes = serializers.FloatField()
+
+
+class OverviewSerializer(serializers.Serializer):
+    """`GET /api/overview/` (OpenAPI shape)."""
+
+    year = serializers.IntegerField(allow_null=True)
+    totals = OverviewTotalsSerializer()
+    by_industry = OverviewIndustrySerializer(many=True)
+    top_emitters = TopEmitterSerializer(many=True)
+    seq = serializers.IntegerField()
+    epoch = serializers.CharField()

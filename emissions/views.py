@@ -21,9 +21,11 @@ from emissions.serializers import (
     CompanySerializer,
     FieldsQuerySerializer,
     IndustryBenchmarkSerializer,
+    IndustryDetailSerializer,
     IndustrySerializer,
     NoQuerySerializer,
     OverviewQuerySerializer,
+    OverviewSerializer,
     PageQuerySerializer,
 )
 
@@ -149,6 +151,7 @@ class IndustryListView(ChangeSeqMixin, generics.ListAPIView):
         return super().list(request, *args, **kwargs)
 
 
+@extend_schema(responses=IndustryDetailSerializer)
 class IndustryDetailView(ChangeSeqMixin, APIView):
     """One industry: totals per year and its benchmarks."""
 
@@ -172,7 +175,10 @@ class IndustryDetailView(ChangeSeqMixin, APIView):
         )
 
 
-@extend_schema(parameters=[OpenApiParameter("year", int, description="default: latest year")])
+@extend_schema(
+    parameters=[OpenApiParameter("year", int, description="default: latest year")],
+    responses=OverviewSerializer,
+)
 class OverviewView(ChangeSeqMixin, APIView):
     """Platform totals, totals by industry and the top emitters for one year."""
 

@@ -8,7 +8,8 @@ import socket
 from collections.abc import Iterable
 
 from django.db import transaction
-from django.db.models.functions import Now
+from django.db.models import BigIntegerField, F, Value
+from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
 from realtime.models import ActiveConnection
@@ -74,3 +75,10 @@ def connections_sweep(*, older_than: dt.timedelta) -> int:
     cutoff = timezone.now() - older_than
     deleted, _ = ActiveConnection.objects.filter(last_seen__lt=cutoff).delete()
     return deleted
+
+
+def connection_ack_record(*, session: str, seq: int) -> None:
+    """Record that a session received everything up to `seq`; never lowers what it had."""
+    ActiveConnection.objects.filter(id=session).update(
+        last_ack_seq=Greatest(F("last_ack_seq"), Value(seq, BigIntegerField()))
+    )

@@ -310,3 +310,19 @@ def test_responses_carry_the_change_seq_they_are_consistent_with(api_client, wor
         assert response.headers["X-Change-Epoch"] == head.epoch
         assert response.json()["seq"] == head.head_seq
         assert response.json()["epoch"] == head.epoch
+
+
+def test_openapi_schema_generates_without_errors_or_warnings(tmp_path, db):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yml"))
+    schema = (tmp_path / "s.yml").read_text()
+    for path in (
+        "/api/overview/",
+        "/api/industries/{slug}/",
+        "/api/realtime/health",
+        "/api/updates/status",
+        "/api/realtime/subscribe",
+        "/api/updates/acknowledge",
+    ):
+        assert path in schema

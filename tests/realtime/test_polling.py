@@ -17,7 +17,7 @@ from rest_framework.authtoken.models import Token
 from changes.selectors import change_log_state, changes_since
 from changes.services import change_log_prune
 from config.asgi import application
-from realtime import views
+from realtime import polling
 from realtime.hub import get_hub
 from realtime.services import connection_contexts_set, connection_open
 from tests.realtime.conftest import db, publish
@@ -515,7 +515,7 @@ async def test_long_poll_is_answered_when_a_change_is_published(http, published)
     # The waiter left the hub.
     hub = get_hub()
     assert not any(
-        isinstance(member, views.PollWaiter)
+        isinstance(member, polling.PollWaiter)
         for members in hub.members.values()
         for member in members
     )
@@ -579,11 +579,11 @@ async def test_long_poll_ends_when_the_server_stops(http, published):
 
 
 async def test_a_flood_of_polls_gets_429_with_retry_after(published, monkeypatch):
-    monkeypatch.setattr(views, "POLL_RATE", "5/minute")
+    monkeypatch.setattr(polling, "POLL_RATE", "5/minute")
     address = f"192.0.2.{random.randrange(1, 255)}"
     async with make_client(f"{address}") as flooder, make_client() as bystander:
         # A fresh window for this address, whatever an earlier run left in Redis.
-        await views._poll_limiter().clear(views.parse_rate(views.POLL_RATE), "poll", address)
+        await polling._poll_limiter().clear(polling.parse_rate(polling.POLL_RATE), "poll", address)
         statuses = [(await poll(flooder, 0, contexts="overview")).status_code for _ in range(8)]
         assert statuses[:5] == [200] * 5 and statuses[5:] == [429] * 3
         limited = await poll(flooder, 0, contexts="overview")

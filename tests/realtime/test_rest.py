@@ -15,8 +15,8 @@ from django.db.utils import load_backend
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
-from changes.selectors import change_log_state
-from realtime import views
+from changes.selectors import change_log_state, publisher_backlog
+from realtime import health
 from realtime.models import ActiveConnection
 from realtime.services import connection_contexts_set, connection_open
 from tests.realtime.conftest import db, publish
@@ -122,7 +122,7 @@ async def test_status_lag_is_the_age_of_the_oldest_waiting_change(http, publishe
 
 async def test_pending_is_counted_up_to_the_cap(published):
     await db("UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1")
-    backlog = await database_sync_to_async(views.publisher_backlog)(cap=2)
+    backlog = await database_sync_to_async(publisher_backlog)(cap=2)
     assert backlog.pending == 2 and backlog.capped is True
 
 
@@ -169,7 +169,7 @@ async def test_health_ignores_credentials(http, published):
 
 
 async def test_redis_check_fails_on_a_closed_port(published):
-    result = await views.redis_check(url=f"redis://{CLOSED}/0", timeout=1)
+    result = await health.redis_check(url=f"redis://{CLOSED}/0", timeout=1)
     assert result["ok"] is False and result["error"]
     assert CLOSED not in json.dumps(result)
 
@@ -177,7 +177,7 @@ async def test_redis_check_fails_on_a_closed_port(published):
 async def test_channel_layer_check_fails_on_a_closed_port(published):
     layer = RedisPubSubChannelLayer(hosts=[f"redis://{CLOSED}/0"])
     try:
-        result = await views.channel_layer_check(layer=layer, timeout=1)
+        result = await health.channel_layer_check(layer=layer, timeout=1)
     finally:
         await layer.flush()
     assert result["ok"] is False and result["error"]
@@ -185,7 +185,7 @@ async def test_channel_layer_check_fails_on_a_closed_port(published):
 
 async def test_channel_layer_check_leaves_no_channel_behind(published):
     layer = get_channel_layer()
-    assert (await views.channel_layer_check(layer=layer))["ok"] is True
+    assert (await health.channel_layer_check(layer=layer))["ok"] is True
     inner = layer._get_layer()
     assert not [name for name in inner.channels if "health." in name]
 
@@ -197,14 +197,14 @@ async def test_database_check_fails_on_a_closed_port(published):
     }
     backend = load_backend(settings_dict["ENGINE"])
     database = backend.DatabaseWrapper(settings_dict, alias="closed-port")
-    result = await views.database_check(database=database, timeout=2)
+    result = await health.database_check(database=database, timeout=2)
     assert result["ok"] is False and result["error"]
-    assert (await views.database_check())["ok"] is True
+    assert (await health.database_check())["ok"] is True
 
 
 async def test_check_timeouts(published):
     """A check that takes longer than its timeout is a failure, not a hang."""
-    result = await views.redis_check(timeout=0.000001)
+    result = await health.redis_check(timeout=0.000001)
     assert result == {"ok": False, "error": "timeout"}
 
 

@@ -1,0 +1,165 @@
+"""Health checks (GET /api/realtime/health): the database, Redis, the channel layer, the
+publisher's lag, and live connection counts. Each check runs with a timeout and reports
+its own failure; `health_report` runs them all at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from redis import asyncio as redis_asyncio
+
+from changes.selectors import publisher_backlog
+from realtime.models import Transport
+from realtime.selectors import connection_counts
+
+# Each health check gives up after this long. A round trip to a local PostgreSQL or
+# Redis takes about a millisecond; 2 s means broken, and keeps the whole answer under the
+# 5 s timeout load balancers commonly give a health probe.
+HEALTH_CHECK_TIMEOUT_S = 2.0
+# The publisher is unhealthy (503) when its oldest unpublished change is older than this.
+# It publishes within ~20 ms when running, and Celery beat's safety net every second;
+# 30 s of lag means both are down or overwhelmed.
+PUBLISHER_LAG_LIMIT_MS = 30_000
+# How long the channel-layer check waits for nothing after its round trip, to drop the
+# channel's subscription (see `_channel_drop`).
+CHANNEL_DROP_S = 0.01
+
+
+def _failure(exc: BaseException) -> str:
+    # The kind of failure only: hosts, ports and credentials stay out of a public answer.
+    return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
+def _in_thread(function: Callable[[], Any], *, alias: str = DEFAULT_DB_ALIAS):
+    """Run a database read in a thread of its own, not the request's: a hanging database
+    must not hold the request's thread past the check's timeout. Closes the thread's
+    connection (back to the pool) afterwards."""
+
+    def run() -> Any:
+        try:
+            return function()
+        finally:
+            connections[alias].close()
+
+    return sync_to_async(run, thread_sensitive=False)()
+
+
+async def _timed(probe: Callable[[], Awaitable[Any]], timeout: float) -> dict:
+    """Run a probe with a timeout; its latency is what it returns (seconds), else its
+    whole duration."""
+    started = time.perf_counter()
+    try:
+        measured = await asyncio.wait_for(probe(), timeout)
+    except Exception as exc:
+        return {"ok": False, "error": _failure(exc)}
+    elapsed = measured if isinstance(measured, float) else time.perf_counter() - started
+    return {"ok": True, "latency_ms": round(elapsed * 1000, 2)}
+
+
+async def database_check(*, database=None, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
+    """`SELECT 1` on `database` (a Django connection; default: the default one)."""
+
+    def probe() -> None:
+        conn = database or connections[DEFAULT_DB_ALIAS]
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        finally:
+            if database is not None:
+                database.close()
+
+    return await _timed(lambda: _in_thread(probe), timeout)
+
+
+async def redis_check(*, url: str | None = None, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
+    """PING on a fresh connection to `url` (default: REDIS_URL)."""
+
+    async def probe() -> None:
+        client = redis_asyncio.Redis.from_url(
+            url or settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout
+        )
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    return await _timed(probe, timeout)
+
+
+async def _channel_drop(layer, channel: str) -> None:
+    """Forget a channel made by new_channel. channels_redis has no delete_channel; a
+    receive that is cancelled unsubscribes, so one is started and cancelled at once."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(layer.receive(channel), CHANNEL_DROP_S)
+
+
+async def channel_layer_check(*, layer=None, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
+    """A round trip: a message sent to a fresh channel of `layer` (default: the project's
+    channel layer) and received back."""
+
+    async def probe() -> float:
+        channel_layer = layer or get_channel_layer()
+        channel = await channel_layer.new_channel("health.")
+        nonce = uuid.uuid4().hex
+        try:
+            sent = time.perf_counter()
+            await channel_layer.send(channel, {"type": "health.ping", "nonce": nonce})
+            # Cancelled by the timeout, the receive unsubscribes by itself.
+            message = await channel_layer.receive(channel)
+            round_trip = time.perf_counter() - sent
+        except Exception:
+            await _channel_drop(channel_layer, channel)
+            raise
+        await _channel_drop(channel_layer, channel)
+        if message.get("nonce") != nonce:
+            raise RuntimeError("the channel layer returned another message")
+        return round_trip
+
+    return await _timed(probe, timeout)
+
+
+async def publisher_check(
+    *, lag_limit_ms: int = PUBLISHER_LAG_LIMIT_MS, timeout: float = HEALTH_CHECK_TIMEOUT_S
+) -> dict:
+    """The publisher's lag (age of the oldest unpublished change) and backlog."""
+    try:
+        backlog = await asyncio.wait_for(_in_thread(publisher_backlog), timeout)
+    except Exception as exc:
+        return {"ok": False, "lag_ms": None, "pending": None, "error": _failure(exc)}
+    return {
+        "ok": backlog.lag_ms <= lag_limit_ms,
+        "lag_ms": backlog.lag_ms,
+        "pending": backlog.pending,
+    }
+
+
+async def connections_check(*, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
+    """Connection counts by transport; None each when they cannot be read."""
+    try:
+        return await asyncio.wait_for(_in_thread(connection_counts), timeout)
+    except Exception:
+        return dict.fromkeys([*Transport.values, "total"])
+
+
+async def health_report() -> dict:
+    """Every check at once; each catches its own failure."""
+    database, redis, layer, publisher, counts = await asyncio.gather(
+        database_check(),
+        redis_check(),
+        channel_layer_check(),
+        publisher_check(),
+        connections_check(),
+    )
+    checks = {"database": database, "redis": redis, "channel_layer": layer, "publisher": publisher}
+    healthy = all(check["ok"] for check in checks.values())
+    return {"status": "ok" if healthy else "degraded", "checks": checks, "connections": counts}
