@@ -24,6 +24,16 @@ from emissions.models import (
 TOP_EMITTERS = 10
 
 
+# What a year of emissions adds up to, over a set of records.
+_YEAR_SUMS = {
+    "total_tonnes": Sum("total_tonnes"),
+    "scope1_tonnes": Sum("scope1_tonnes"),
+    "scope2_tonnes": Sum("scope2_tonnes"),
+    "scope3_tonnes": Sum("scope3_tonnes"),
+    "reporting_companies": Count("id"),
+}
+
+
 def user_sees_everything(*, user: Any) -> bool:
     """Staff see non-public companies and rejected records; nobody else does."""
     return bool(user is not None and user.is_authenticated and user.is_staff)
@@ -109,13 +119,7 @@ def industry_totals_for_year(*, user: Any, year: int | None) -> dict[uuid.UUID, 
         emission_record_visible_queryset(user=user)
         .filter(year=year)
         .values("company__industry_id")
-        .annotate(
-            total_tonnes=Sum("total_tonnes"),
-            scope1_tonnes=Sum("scope1_tonnes"),
-            scope2_tonnes=Sum("scope2_tonnes"),
-            scope3_tonnes=Sum("scope3_tonnes"),
-            reporting_companies=Count("id"),
-        )
+        .annotate(**_YEAR_SUMS)
     )
     return {row.pop("company__industry_id"): row for row in rows}
 
@@ -132,13 +136,7 @@ def industry_totals_by_year(*, user: Any, industry: Industry) -> list[dict]:
         emission_record_visible_queryset(user=user)
         .filter(company__industry=industry)
         .values("year")
-        .annotate(
-            total_tonnes=Sum("total_tonnes"),
-            scope1_tonnes=Sum("scope1_tonnes"),
-            scope2_tonnes=Sum("scope2_tonnes"),
-            scope3_tonnes=Sum("scope3_tonnes"),
-            reporting_companies=Count("id"),
-        )
+        .annotate(**_YEAR_SUMS)
         .order_by("year")
     )
 

@@ -31,9 +31,10 @@ def stack_env(**extra) -> dict:
     return {**os.environ, "DATABASE_URL": database_url_of_tests(), **extra}
 
 
-def wait_for_port(port: int, timeout: float = 20) -> None:
+def wait_for_port(port: int, timeout: float = 20, process=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        assert process is None or process.poll() is None, "the server exited"
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return

@@ -1,7 +1,9 @@
 """Helpers for the live transports: communicators on the real ASGI application."""
 
 import json
+import random
 
+import httpx
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -52,3 +54,26 @@ async def client(world):
     assert hello["type"] == "hello"
     yield communicator
     await communicator.disconnect()
+
+
+def make_client(address: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client on the ASGI application, from an address of its own: rate limits
+    and throttles of one test (or of other test runs sharing Redis) never meet another."""
+    address = (
+        address or f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(256)}"
+    )
+    transport = httpx.ASGITransport(app=application, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30)
+
+
+@pytest.fixture
+async def http():
+    async with make_client() as client:
+        yield client
+
+
+@pytest.fixture
+async def published(world):
+    """The world, published: every insert has its seq."""
+    await publish()
+    return world

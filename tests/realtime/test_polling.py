@@ -16,38 +16,14 @@ from rest_framework.authtoken.models import Token
 
 from changes.selectors import change_log_state, changes_since
 from changes.services import change_log_prune
-from config.asgi import application
 from realtime import polling
 from realtime.hub import get_hub
 from realtime.services import connection_contexts_set, connection_open
-from tests.realtime.conftest import db, publish
+from tests.realtime.conftest import db, make_client, publish
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 LATEST = "/api/updates/latest/"
-
-
-def make_client(address: str | None = None) -> httpx.AsyncClient:
-    """An HTTP client on the ASGI application, from an address of its own: rate limits
-    and throttles of one test (or of other test runs sharing Redis) never meet another."""
-    address = (
-        address or f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(256)}"
-    )
-    transport = httpx.ASGITransport(app=application, client=(address, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30)
-
-
-@pytest.fixture
-async def http():
-    async with make_client() as client:
-        yield client
-
-
-@pytest.fixture
-async def published(world):
-    """The world, published: every insert has its seq."""
-    await publish()
-    return world
 
 
 async def head() -> int:

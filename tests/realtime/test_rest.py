@@ -20,7 +20,6 @@ from realtime import health
 from realtime.models import ActiveConnection
 from realtime.services import connection_contexts_set, connection_open
 from tests.realtime.conftest import db, publish
-from tests.realtime.test_polling import make_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -30,18 +29,6 @@ STATUS = "/api/updates/status"
 HEALTH = "/api/realtime/health"
 # Nothing listens here: connections are refused at once.
 CLOSED = "127.0.0.1:1"
-
-
-@pytest.fixture
-async def http():
-    async with make_client() as client:
-        yield client
-
-
-@pytest.fixture
-async def published(world):
-    await publish()
-    return world
 
 
 async def state():

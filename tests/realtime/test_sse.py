@@ -6,7 +6,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator, HttpCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from changes.publisher import change_batch_publish, frames_fan_out
@@ -31,6 +29,7 @@ from realtime import sse
 from realtime.hub import get_hub
 from realtime.models import ActiveConnection
 from tests.helpers import sql
+from tests.live.conftest import database_url_of_tests, free_port, wait_for_port
 from tests.realtime.conftest import db, publish
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -563,32 +562,6 @@ async def test_trailing_slash_and_other_paths_reach_django(world):
 # -- end to end -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-test_database_url.__test__ = False  # a helper, not a test
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "daphne exited"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
 def publish_now() -> None:
     result = change_batch_publish()
     if result and result.frames:
@@ -614,7 +587,7 @@ def test_live_daphne_stream_ends_cleanly_on_sigterm(world, tmp_path, layer_prefi
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url_of_tests(),
         "REDIS_URL": django_settings.REDIS_URL,
         "REDIS_PREFIX": layer_prefix,
     }
@@ -627,7 +600,7 @@ def test_live_daphne_stream_ends_cleanly_on_sigterm(world, tmp_path, layer_prefi
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for_port(port, daphne)
+            wait_for_port(port, process=daphne)
             publish_now()
             acme = company(world, "acme")
             url = f"http://127.0.0.1:{port}{PATH}"
