@@ -31,6 +31,22 @@ def stack_env(**extra) -> dict:
     return {**os.environ, "DATABASE_URL": database_url_of_tests(), **extra}
 
 
+def stack_command(name: str, port: int) -> list[str]:
+    """How the Procfile's web server and publisher are started, on loopback."""
+    if name == "web":
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "config.asgi:application",
+        ]
+    return [sys.executable, "manage.py", "run_publisher"]
+
+
 def wait_for_port(port: int, timeout: float = 20, process=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,23 +87,14 @@ def live_stack(transactional_db, tmp_path):
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("web", "publisher")}  # noqa: SIM115
     processes = {
         "web": subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "config.asgi:application",
-            ],
+            stack_command("web", port),
             cwd=REPO,
             env=env,
             stdout=logs["web"],
             stderr=subprocess.STDOUT,
         ),
         "publisher": subprocess.Popen(
-            [sys.executable, "manage.py", "run_publisher"],
+            stack_command("publisher", port),
             cwd=REPO,
             env=env,
             stdout=logs["publisher"],

@@ -5,7 +5,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from tests.helpers import sql
-from tests.live.conftest import REPO, Stack, free_port, stack_env, wait_for_port
+from tests.live.conftest import (
+    REPO,
+    Stack,
+    free_port,
+    stack_command,
+    stack_env,
+    wait_for_port,
+)
 from tests.live.test_websocket_live import recv, recv_change
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio]
@@ -88,19 +94,7 @@ def stack_on_private_redis(transactional_db, private_redis, tmp_path):
     processes = {}
 
     def start(name):
-        command = {
-            "web": [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "config.asgi:application",
-            ],
-            "publisher": [sys.executable, "manage.py", "run_publisher"],
-        }[name]
+        command = stack_command(name, port)
         log = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115
         processes[name] = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
