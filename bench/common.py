@@ -74,3 +74,8 @@ def result_write(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str))
     return path
+
+
+def verdict(ok: bool) -> str:
+    """The last column of a figure's row in docs/benchmarks.md."""
+    return "meets" if ok else "**misses**"
