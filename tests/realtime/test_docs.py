@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from changes.selectors import change_log_state
 from tests.realtime.conftest import db, publish, receive, receive_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 EXAMPLE = re.compile(r"<!-- example: (\w+) -->\s*```json\n(.*?)```", re.S)
@@ -53,6 +53,7 @@ def test_every_message_type_is_documented():
     }
 
 
+@pytest.mark.asyncio
 async def test_examples_match_the_server(client, world, settings):
     documented = examples()
     state = await database_sync_to_async(change_log_state)()
@@ -95,6 +96,7 @@ async def test_examples_match_the_server(client, world, settings):
     assert state.epoch
 
 
+@pytest.mark.asyncio
 async def test_hello_and_heartbeat_examples(world, settings):
     from tests.realtime.conftest import connect
 
