@@ -23,7 +23,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # unset, runs the command with them, and stops what it started when the command ends.
 EMBEDDED := $(BIN)/python -m config.embedded run --
 
-.PHONY: install run test lint migrate seed shell clean-data
+.PHONY: install run test lint migrate seed shell clean-data bench bench-quick
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ test: install
 	@# pytest exits 5 when it collected no tests (say, a -k that matched nothing).
 	@$(EMBEDDED) sh -c '$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 		if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status'
+
+# Benchmarks on this machine's real stack; they write docs/benchmarks.md (15 min / 3 min).
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
+	@$(EMBEDDED) $(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
+	@$(EMBEDDED) $(BIN)/python -m bench.run --quick
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,54 @@
+"""Run the benchmark scenarios, then write docs/benchmarks.md (`make bench`).
+
+Every scenario is its own process (`python -m bench.<name>`), so one that fails or runs
+out of time does not take the others with it; each is bounded by a timeout and all
+traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from bench.common import REPO
+
+# (scenario, seconds it may take in full mode, in quick mode). make bench must finish in
+# 15 minutes and make bench-quick in 3, on two cores.
+SCENARIOS = (
+    ("trigger_cost", 240, 60),
+    ("catchup", 240, 60),
+    ("memory", 150, 40),
+    ("fanout", 150, 40),
+    ("latency", 420, 100),
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller N, for development")
+    parser.add_argument("--only", action="append", help="run only these scenarios")
+    args = parser.parse_args()
+    failures = []
+    for name, full_s, quick_s in SCENARIOS:
+        if args.only and name not in args.only:
+            continue
+        command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
+        started = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            subprocess.run(command, cwd=REPO, check=True, timeout=quick_s if args.quick else full_s)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            failures.append(name)
+            print(f"!! {name} failed: {exc}", flush=True)
+        print(f"== {name}: {time.monotonic() - started:.0f} s", flush=True)
+    subprocess.run([sys.executable, "-m", "bench.plot"], cwd=REPO, check=False)
+    subprocess.run([sys.executable, "-m", "bench.report"], cwd=REPO, check=True)
+    if failures:
+        print(f"failed: {', '.join(failures)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
