@@ -100,26 +100,38 @@ class LiveSession:
         await self._send_frame(context, frame)
 
     async def _send_held(self, context: str, delay: float) -> None:
-        """After the policy's interval, send everything held for a context as one batch."""
+        """After the policy's interval, send everything held for a context as one batch.
+
+        The context stays in `held` until the send is done, so frames arriving meanwhile
+        queue behind it (and go out one interval later) instead of overtaking it.
+        """
+        interval = self.policy["min_interval_ms"] / 1000
         try:
             await asyncio.sleep(delay)
-            frames = self.held.pop(context, [])
-            if not frames or context not in self.cursors or self.paused:
-                return
-            cursor = self.cursors[context]
-            items = []
-            for frame in frames:
-                body = json.loads(frame.text, parse_float=Decimal)
-                items.extend(item for item in body["changes"] if item["seq"] > cursor)
-            merged = OutFrame(
-                prev_seq=min(frame.prev_seq for frame in frames),
-                seq_from=min(frame.seq_from for frame in frames),
-                seq_to=max(frame.seq_to for frame in frames),
-                text=batch_frame(context, cursor, max(f.seq_to for f in frames), items),
-            )
-            await self._send_frame(context, merged)
+            while self.held.get(context):
+                frames, self.held[context] = self.held[context], []
+                if context in self.cursors and not self.paused:
+                    await self._send_frame(context, self._merged(context, frames))
+                if self.held.get(context):
+                    await asyncio.sleep(interval)
         finally:
+            self.held.pop(context, None)
             self.flush_tasks.pop(context, None)
+
+    def _merged(self, context: str, frames: list[OutFrame]) -> OutFrame:
+        """Several live frames of one context as one batch after the cursor."""
+        cursor = self.cursors[context]
+        items = []
+        for frame in frames:
+            body = json.loads(frame.text, parse_float=Decimal)
+            items.extend(item for item in body["changes"] if item["seq"] > cursor)
+        seq_to = max(frame.seq_to for frame in frames)
+        return OutFrame(
+            prev_seq=min(frame.prev_seq for frame in frames),
+            seq_from=min(frame.seq_from for frame in frames),
+            seq_to=seq_to,
+            text=batch_frame(context, cursor, seq_to, items),
+        )
 
     async def _send_frame(self, context: str, frame: OutFrame) -> None:
         cursor = self.cursors[context]
