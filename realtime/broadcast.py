@@ -7,13 +7,18 @@ from typing import TYPE_CHECKING
 from channels.layers import get_channel_layer
 
 from changes.publisher import json_dumps
-from realtime.groups import context_group
+from realtime.groups import SYSTEM_GROUP, context_group
 
 if TYPE_CHECKING:
     from changes.publisher import Frame
 
-# The group message type: a consumer or hub method `context_batch` receives it.
+# The group message types the hub receives.
 BATCH_MESSAGE_TYPE = "context.batch"
+SYSTEM_MESSAGE_TYPE = "system.message"
+
+# What may travel on the implicit `system` context (PROTOCOL.md): to every connection,
+# paused or not.
+SYSTEM_MESSAGE_KINDS = ("notification", "maintenance")
 
 
 def frame_group_message(frame: Frame) -> dict:
@@ -36,3 +41,13 @@ async def batch_frames_send(frames: list[Frame]) -> None:
         await layer.group_send(
             context_group(frame.context, frame.audience), frame_group_message(frame)
         )
+
+
+async def system_message_send(message: dict) -> None:
+    """Send a `notification` or `maintenance` message to every connection of every server
+    process (the implicit `system` context)."""
+    if message.get("type") not in SYSTEM_MESSAGE_KINDS:
+        raise ValueError(f"not a system message: {message.get('type')!r}")
+    await get_channel_layer().group_send(
+        SYSTEM_GROUP, {"type": SYSTEM_MESSAGE_TYPE, "frame": json_dumps(message)}
+    )

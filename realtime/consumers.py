@@ -238,7 +238,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             raise MessageError(
                 protocol.INVALID_MESSAGE, "`ack` carries a `seq` or a `notification`."
             )
-        # Notifications that require acknowledgement arrive with issue #6; an ack has no reply.
+        # An ack has no reply. Nothing sent so far requires acknowledgement (notifications
+        # with requires_ack arrive with the notification system), so there is nothing to
+        # record yet.
 
     async def on_ping(self, message: dict, ref: Any) -> None:
         self.client_keepalive_at = asyncio.get_running_loop().time()

@@ -28,3 +28,7 @@ def session_group(session_id: str) -> str:
     if not _ALLOWED.match(name):
         raise ValueError(f"cannot build a group name from {session_id!r}")
     return name
+
+
+# Every server process's hub joins it: announcements and maintenance for all connections.
+SYSTEM_GROUP = "system"

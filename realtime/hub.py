@@ -27,8 +27,9 @@ from django.conf import settings
 from django.db import connection
 
 from changes.selectors import change_log_state
+from realtime.broadcast import BATCH_MESSAGE_TYPE, SYSTEM_MESSAGE_TYPE
 from realtime.follower import ContextFollower, OutFrame
-from realtime.groups import context_group
+from realtime.groups import SYSTEM_GROUP, context_group
 from realtime.services import connections_touch
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Hub:
     async def start(self) -> None:
         if self.task is None or self.task.done():
             self.channel = await self.layer.new_channel("hub.")
+            await self.layer.group_add(SYSTEM_GROUP, self.channel)
             self.task = asyncio.create_task(self._receive_loop(), name="realtime-hub")
         if self.touch_task is None or self.touch_task.done():
             self.touch_task = asyncio.create_task(self._touch_loop(), name="realtime-touch")
@@ -171,7 +173,10 @@ class Hub:
                 await asyncio.sleep(RECEIVE_RETRY_S)
                 await self._rejoin()
                 continue
-            if message.get("type") != "context.batch":
+            if message.get("type") == SYSTEM_MESSAGE_TYPE:
+                await self._deliver_system(message["frame"])
+                continue
+            if message.get("type") != BATCH_MESSAGE_TYPE:
                 continue
             self.frames_received += 1
             try:
@@ -198,10 +203,20 @@ class Hub:
                 except Exception:
                     logger.exception("a subscriber of %s failed to take a frame", context)
 
+    async def _deliver_system(self, frame: str) -> None:
+        """Announcements and maintenance go to every session, paused or not."""
+        for session in list(self.sessions):
+            try:
+                await session.send(frame)
+                self.deliveries += 1
+            except Exception:
+                logger.exception("a session failed to take a system message")
+
     async def _rejoin(self) -> None:
         """After a channel-layer failure: new channel, every group again, gaps repaired."""
         async with self.lock:
             self.channel = await self.layer.new_channel("hub.")
+            await self.layer.group_add(SYSTEM_GROUP, self.channel)
             for context, audience in list(self.members):
                 await self.layer.group_add(context_group(context, audience), self.channel)
         await self.check_heads()

@@ -470,6 +470,20 @@ async def test_session_subscribe_group_message_adds_a_context(world):
     await stream.close()
 
 
+async def test_system_messages_arrive_as_their_own_events(world):
+    from realtime.broadcast import system_message_send
+
+    stream = Stream("contexts=overview")
+    await stream.opened()
+    await system_message_send(
+        {"type": "maintenance", "active": True, "message": "Upgrade at 22:00", "until": None}
+    )
+    event = await stream.until("maintenance")
+    assert event["message"]["message"] == "Upgrade at 22:00"
+    assert "id" not in event
+    await stream.close()
+
+
 async def test_a_context_added_again_after_a_reconnect_resumes_from_the_id(world):
     """The token also covers contexts added by `session.subscribe`; re-adding one after a
     reconnect continues from its cursor there (here with the polyfills' `lastEventId`)."""

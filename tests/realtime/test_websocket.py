@@ -370,3 +370,33 @@ async def test_connections_per_address_are_limited(world, settings):
     closed = await second.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4429, "reason": "retry_after=30"}
     await first.disconnect()
+
+
+async def test_system_messages_reach_every_connection_even_paused(client, world):
+    from realtime.broadcast import system_message_send
+
+    other, connected, _ = await connect()
+    assert connected
+    await receive(other)
+    await other.send_json_to({"type": "pause"})
+    await receive_until(other, "subscribed")
+    notification = {
+        "type": "notification",
+        "id": "n1",
+        "level": "warning",
+        "title": "Data refresh",
+        "body": "Benchmarks are being recomputed.",
+        "context": None,
+        "seq": 0,
+        "requires_ack": False,
+    }
+    await system_message_send(notification)
+    await system_message_send(
+        {"type": "maintenance", "active": True, "message": "Upgrade", "until": None}
+    )
+    for communicator in (client, other):
+        assert await receive_until(communicator, "notification") == notification
+        assert (await receive_until(communicator, "maintenance"))["active"] is True
+    with pytest.raises(ValueError):
+        await system_message_send({"type": "batch"})
+    await other.disconnect()
