@@ -177,29 +177,36 @@ def _aggregates_apply(cursor, moved: dict[AggregateKey, dict[str, Decimal]]) -> 
         )
         for scope, year, audience in keys
     ]
+    columns = list(zip(*rows, strict=True))
+    # One statement for every moved total (sorted keys: upserts lock rows in one order).
+    cursor.execute(
+        """
+        INSERT INTO aggregate_totals AS a (scope, year, audience, total_tonnes, scope1_tonnes,
+            scope2_tonnes, scope3_tonnes, reporting_companies, companies)
+        SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::numeric[], %s::numeric[],
+            %s::numeric[], %s::numeric[], %s::int[], %s::int[])
+        ON CONFLICT (scope, year, audience) DO UPDATE SET
+            total_tonnes = a.total_tonnes + EXCLUDED.total_tonnes,
+            scope1_tonnes = a.scope1_tonnes + EXCLUDED.scope1_tonnes,
+            scope2_tonnes = a.scope2_tonnes + EXCLUDED.scope2_tonnes,
+            scope3_tonnes = a.scope3_tonnes + EXCLUDED.scope3_tonnes,
+            reporting_companies = a.reporting_companies + EXCLUDED.reporting_companies,
+            companies = a.companies + EXCLUDED.companies
+        RETURNING scope, year, audience, total_tonnes, scope1_tonnes, scope2_tonnes,
+            scope3_tonnes, reporting_companies, companies
+        """,
+        [list(column) for column in columns],
+    )
+    after_by_key = {
+        (row[0], row[1], row[2]): dict(zip((*measures, *counters), row[3:], strict=True))
+        for row in cursor.fetchall()
+    }
     results = []
-    for row in rows:
-        cursor.execute(
-            """
-            INSERT INTO aggregate_totals AS a (scope, year, audience, total_tonnes, scope1_tonnes,
-                scope2_tonnes, scope3_tonnes, reporting_companies, companies)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (scope, year, audience) DO UPDATE SET
-                total_tonnes = a.total_tonnes + EXCLUDED.total_tonnes,
-                scope1_tonnes = a.scope1_tonnes + EXCLUDED.scope1_tonnes,
-                scope2_tonnes = a.scope2_tonnes + EXCLUDED.scope2_tonnes,
-                scope3_tonnes = a.scope3_tonnes + EXCLUDED.scope3_tonnes,
-                reporting_companies = a.reporting_companies + EXCLUDED.reporting_companies,
-                companies = a.companies + EXCLUDED.companies
-            RETURNING total_tonnes, scope1_tonnes, scope2_tonnes, scope3_tonnes,
-                reporting_companies, companies
-            """,
-            list(row),
-        )
-        after = dict(zip((*measures, *counters), cursor.fetchone(), strict=True))
-        delta = moved[(row[0], row[1], row[2])]
+    for key in keys:
+        after = after_by_key[key]
+        delta = moved[key]
         before = {name: after[name] - delta.get(name, 0) for name in after}
-        results.append(((row[0], row[1], row[2]), before, after))
+        results.append((key, before, after))
     return results
 
 

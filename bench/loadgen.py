@@ -1,0 +1,558 @@
+"""Load generator: K WebSocket clients in one process, each following its contexts.
+
+Run by the scenarios (bench/latency.py, bench/fanout.py), several in parallel so one
+event loop is not the bottleneck:
+
+    python -m bench.loadgen --url ws://127.0.0.1:8000/ws/dashboard/updates \\
+        --plan clients.json --database-url postgres://... --control
+
+`--plan` is a JSON file holding a list with one entry per client: the list of contexts
+it subscribes to (`--contexts '["overview"]' --clients 100` is the short form).
+
+Every received batch item is recorded: its seq (per client and context, for the loss
+check) and, when the writer stamped it, its latency. The bench writers put their commit
+time into the data (`emission_records.source = 'bench:<time_ns>[:up|:down]'`), so the
+latency of an item is its receive time (`time.time_ns()` right after the frame arrived)
+minus that stamp, on the same machine's clock.
+
+Two ways to run:
+
+- `--control`: print `READY {...}` once every client subscribed, then obey one command
+  per line on stdin, each answered by one line on stdout:
+  `drain <timeout_s>` (wait until every client's cursor reached its context's published
+  head) -> `DRAINED {...}`; `report {"label", "from_ns", "to_ns", "seq_lo", "seq_hi",
+  "per_change"}` -> `REPORT {...}` (and forget what it covered); `stop` or end of input
+  -> close every connection, `DONE {...}`, exit.
+- `--duration S`: run S seconds after READY, drain, then write one report covering the
+  whole run to `--out` (or stdout) and exit.
+
+Either way `--timeout` bounds the whole process.
+
+A report says, for the window: a latency histogram (100 us buckets) of the stamped items
+whose commit time lies in [from_ns, to_ns], frames and items received per 100 ms, and
+the loss check: the change log's `change_routes` of each client's contexts with seq in
+(seq_lo, seq_hi] (public audience) against the items the client received. A routed seq
+the client did not get counts as coalesced when the frame that covered it carried a
+later change of the same record (PROTOCOL.md merges those), else as lost. Duplicates are
+items at or below what the client already had; gaps are batches whose `prev_seq` is above
+the client's cursor (the server should have filled them itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import psycopg
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+BUCKET_US = 100
+RATE_BUCKET_NS = 100_000_000  # frames and items are counted per 100 ms
+STAMP = "bench:"
+
+ROUTES_SQL = """
+SELECT r.context, r.seq, d.entity, d.record_id
+  FROM change_routes r JOIN data_changes d ON d.seq = r.seq
+ WHERE r.context = ANY(%s) AND r.seq > %s AND r.seq <= %s AND (r.audiences & 1) <> 0
+ ORDER BY r.context, r.seq
+"""
+HEADS_SQL = (
+    "SELECT context, last_seq FROM context_heads WHERE audience = 'public' AND context = ANY(%s)"
+)
+
+
+def nofile_raise() -> int:
+    """Raise the soft limit on open files to the hard one; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def stamp_of(source: str) -> int | None:
+    """The writer's commit time in a `source` value `bench:<time_ns>[:...]`."""
+    if not source.startswith(STAMP):
+        return None
+    digits = source[len(STAMP) :].split(":", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+class Stream:
+    """One client's view of one context."""
+
+    __slots__ = ("start", "cursor", "floor", "seqs", "frame_lo", "frame_hi")
+
+    def __init__(self, start: int):
+        self.start = start  # `subscribed.seq`: delivery starts after it
+        self.cursor = start  # seq_to of the last batch
+        self.floor = start  # items at or below this were had (or pruned) already
+        self.seqs = array("q")  # received item seqs, ascending
+        self.frame_lo = array("q")  # each batch covers (lo, hi]
+        self.frame_hi = array("q")
+
+    def prune(self, through: int) -> None:
+        cut = bisect_right(self.seqs, through)
+        del self.seqs[:cut]
+        cut = bisect_right(self.frame_hi, through)
+        del self.frame_lo[:cut]
+        del self.frame_hi[:cut]
+        self.floor = max(self.floor, through)
+
+
+class Recorder:
+    """What every client of this process measured, shared."""
+
+    def __init__(self) -> None:
+        self.stamp_ns = array("q")  # commit time of each stamped item received
+        self.latency_us = array("q")
+        self.frames: Counter[int] = Counter()  # per 100 ms of receive time
+        self.items: Counter[int] = Counter()
+
+
+class Client:
+    __slots__ = (
+        "index",
+        "contexts",
+        "ws",
+        "streams",
+        "task",
+        "duplicates",
+        "gaps",
+        "resets",
+        "errors",
+        "closed",
+        "rejected",
+    )
+
+    def __init__(self, index: int, contexts: list[str]):
+        self.index = index
+        self.contexts = contexts
+        self.ws = None
+        self.streams: dict[str, Stream] = {}
+        self.task: asyncio.Task | None = None
+        self.duplicates = self.gaps = self.resets = self.errors = self.rejected = 0
+        self.closed: int | None = None  # close code, once closed by the server
+
+    async def open(self, url: str, *, compression: str | None, attempts: int = 3) -> bool:
+        for attempt in range(attempts):
+            try:
+                self.ws = await connect(
+                    url,
+                    max_size=None,
+                    compression=compression,
+                    open_timeout=60,
+                    ping_interval=None,
+                    close_timeout=2,
+                    user_agent_header="carbon-bench-loadgen",
+                )
+                hello = orjson.loads(await asyncio.wait_for(self.ws.recv(decode=False), 60))
+                if hello.get("type") != "hello":
+                    raise RuntimeError(f"expected hello, got {hello.get('type')}")
+                await self.ws.send(
+                    json.dumps({"type": "subscribe", "contexts": self.contexts, "ref": 1})
+                )
+                while True:
+                    reply = orjson.loads(await asyncio.wait_for(self.ws.recv(decode=False), 60))
+                    if reply.get("type") == "subscribed" and reply.get("ref") == 1:
+                        break
+                self.rejected = len(reply.get("rejected") or [])
+                self.streams = {ctx: Stream(reply["seq"]) for ctx in reply["contexts"]}
+                return True
+            except Exception:
+                if self.ws is not None:
+                    self.ws.transport.abort()
+                    self.ws = None
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return False
+
+    async def read(self, recorder: Recorder) -> None:
+        ws, streams = self.ws, self.streams
+        stamp_ns, latency_us = recorder.stamp_ns, recorder.latency_us
+        frames, items_count = recorder.frames, recorder.items
+        try:
+            while True:
+                data = await ws.recv(decode=False)
+                now = time.time_ns()
+                message = orjson.loads(data)
+                kind = message.get("type")
+                if kind != "batch":
+                    if kind == "reset":
+                        self.resets += 1
+                        stream = streams.get(message.get("context"))
+                        if stream is not None:
+                            stream.cursor = max(stream.cursor, message["seq"])
+                    elif kind == "error":
+                        self.errors += 1
+                    continue
+                stream = streams.get(message["context"])
+                if stream is None:
+                    self.errors += 1
+                    continue
+                prev_seq, seq_to, cursor = message["prev_seq"], message["seq_to"], stream.cursor
+                if prev_seq > cursor:
+                    self.gaps += 1
+                stream.frame_lo.append(prev_seq if prev_seq > cursor else cursor)
+                stream.frame_hi.append(seq_to)
+                seqs = stream.seqs
+                last = seqs[-1] if seqs else stream.floor
+                taken = 0
+                for item in message["changes"]:
+                    seq = item["seq"]
+                    if seq <= last:
+                        self.duplicates += 1
+                        continue
+                    seqs.append(seq)
+                    last = seq
+                    taken += 1
+                    if item["entity"] == "emission_record":
+                        source = item["fields"].get("source")
+                        if source and source.startswith(STAMP):
+                            stamp = stamp_of(source)
+                            if stamp is not None:
+                                stamp_ns.append(stamp)
+                                latency_us.append((now - stamp) // 1000)
+                if seq_to > cursor:
+                    stream.cursor = seq_to
+                bucket = now // RATE_BUCKET_NS
+                frames[bucket] += 1
+                items_count[bucket] += taken
+        except ConnectionClosed as exc:
+            self.closed = exc.rcvd.code if exc.rcvd else 1006
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.errors += 1
+            self.closed = -1
+
+
+class LoadGen:
+    def __init__(self, args: argparse.Namespace, plan: list[list[str]]):
+        self.args = args
+        self.clients = [Client(i, contexts) for i, contexts in enumerate(plan)]
+        self.recorder = Recorder()
+        self.connect_s = 0.0
+
+    @property
+    def live(self) -> list[Client]:
+        return [c for c in self.clients if c.ws is not None]
+
+    async def open_all(self) -> dict:
+        started = time.monotonic()
+        gate = asyncio.Semaphore(self.args.connect_concurrency)
+
+        async def one(client: Client) -> bool:
+            async with gate:
+                ok = await client.open(self.args.url, compression=self.args.compression)
+            if ok:
+                client.task = asyncio.create_task(client.read(self.recorder))
+            return ok
+
+        results = await asyncio.gather(*(one(c) for c in self.clients))
+        self.connect_s = time.monotonic() - started
+        return {
+            "clients": len(self.clients),
+            "connected": sum(results),
+            "failed": len(results) - sum(results),
+            "rejected_contexts": sum(c.rejected for c in self.clients),
+            "connect_s": round(self.connect_s, 2),
+            "pid": os.getpid(),
+        }
+
+    def contexts(self) -> list[str]:
+        return sorted({ctx for c in self.live for ctx in c.streams})
+
+    async def drain(self, timeout: float) -> dict:
+        """Wait until every open client's cursor reached its context's published head."""
+        started = time.monotonic()
+        contexts = self.contexts()
+        behind = 0
+        async with await psycopg.AsyncConnection.connect(
+            self.args.database_url, autocommit=True
+        ) as conn:
+            while True:
+                rows = await (await conn.execute(HEADS_SQL, [contexts])).fetchall()
+                heads = dict(rows)
+                behind = sum(
+                    1
+                    for c in self.live
+                    if c.closed is None
+                    for ctx, stream in c.streams.items()
+                    if stream.cursor < heads.get(ctx, 0)
+                )
+                if behind == 0 or time.monotonic() - started > timeout:
+                    break
+                await asyncio.sleep(0.05)
+        return {"s": round(time.monotonic() - started, 3), "behind": behind}
+
+    async def report(self, window: dict) -> dict:
+        """Figures for one window; forgets what it covered."""
+        from_ns, to_ns = window.get("from_ns", 0), window.get("to_ns", 2**62)
+        seq_lo, seq_hi = window["seq_lo"], window["seq_hi"]
+        out: dict = {"label": window.get("label"), "pid": os.getpid()}
+        out.update(self._latencies(from_ns, to_ns, window.get("per_change", False)))
+        out.update(self._rates(from_ns, to_ns))
+        out.update(await self._loss(seq_lo, seq_hi))
+        clients = self.clients
+        out.update(
+            {
+                "clients": len(clients),
+                "open": sum(1 for c in clients if c.ws is not None and c.closed is None),
+                "closed_by_server": sum(1 for c in clients if c.closed is not None),
+                "duplicates": sum(c.duplicates for c in clients),
+                "gaps": sum(c.gaps for c in clients),
+                "resets": sum(c.resets for c in clients),
+                "errors": sum(c.errors for c in clients),
+            }
+        )
+        for c in clients:
+            c.duplicates = c.gaps = c.resets = c.errors = 0
+            for stream in c.streams.values():
+                stream.prune(seq_hi)
+        return out
+
+    def _latencies(self, from_ns: int, to_ns: int, per_change: bool) -> dict:
+        rec = self.recorder
+        hist: Counter[int] = Counter()
+        by_change: dict[int, list[int]] = {}
+        keep_ts, keep_us = array("q"), array("q")
+        count, max_us, sum_us = 0, 0, 0
+        for stamp, us in zip(rec.stamp_ns, rec.latency_us, strict=True):
+            if stamp < from_ns:
+                continue
+            if stamp > to_ns:
+                keep_ts.append(stamp)
+                keep_us.append(us)
+                continue
+            us = max(us, 0)
+            count += 1
+            sum_us += us
+            max_us = max(max_us, us)
+            hist[us // BUCKET_US] += 1
+            if per_change:
+                by_change.setdefault(stamp, []).append(us)
+        rec.stamp_ns, rec.latency_us = keep_ts, keep_us
+        out = {
+            "latency": {
+                "count": count,
+                "sum_us": sum_us,
+                "max_us": max_us,
+                "bucket_us": BUCKET_US,
+                "hist": {str(k): v for k, v in sorted(hist.items())},
+            }
+        }
+        if per_change:
+            out["per_change"] = {str(k): v for k, v in sorted(by_change.items())}
+        return out
+
+    def _rates(self, from_ns: int, to_ns: int) -> dict:
+        rec = self.recorder
+        lo, hi = from_ns // RATE_BUCKET_NS, to_ns // RATE_BUCKET_NS
+        frames = sum(v for k, v in rec.frames.items() if lo <= k < hi)
+        items = sum(v for k, v in rec.items.items() if lo <= k < hi)
+        for counter in (rec.frames, rec.items):
+            for key in [k for k in counter if k < hi]:
+                del counter[key]
+        return {"frames_in_window": frames, "items_in_window": items}
+
+    async def _loss(self, seq_lo: int, seq_hi: int) -> dict:
+        contexts = self.contexts()
+        routes: dict[str, list[int]] = {ctx: [] for ctx in contexts}
+        record_of: dict[int, tuple[str, str]] = {}
+        if contexts and seq_hi > seq_lo:
+            async with await psycopg.AsyncConnection.connect(self.args.database_url) as conn:
+                cursor = await conn.execute(ROUTES_SQL, [contexts, seq_lo, seq_hi])
+                for context, seq, entity, record_id in await cursor.fetchall():
+                    routes[context].append(seq)
+                    record_of[seq] = (entity, record_id)
+        totals = Counter()
+        clients_with_loss = 0
+        lost_contexts: Counter[str] = Counter()
+        cache: dict[tuple, tuple[int, int, int, int, int]] = {}
+        for client in self.live:
+            client_lost = 0
+            for ctx, stream in client.streams.items():
+                lo = max(seq_lo, stream.start)
+                i, j = bisect_right(stream.seqs, lo), bisect_right(stream.seqs, seq_hi)
+                received = stream.seqs[i:j]
+                key = (ctx, lo, received.tobytes(), stream.frame_lo.tobytes(),
+                       stream.frame_hi.tobytes())  # fmt: skip
+                figures = cache.get(key)
+                if figures is None:
+                    expected = routes.get(ctx, [])
+                    start = bisect_right(expected, lo)
+                    figures = cache[key] = _stream_loss(
+                        expected[start:], received, stream, record_of
+                    )
+                exp, got, coalesced, lost, unexpected = figures
+                totals.update(
+                    expected=exp, received=got, coalesced=coalesced, lost=lost,
+                    unexpected=unexpected,
+                )  # fmt: skip
+                if lost:
+                    lost_contexts[ctx] += lost
+                client_lost += lost
+            clients_with_loss += client_lost > 0
+        return {
+            "items_expected": totals["expected"],
+            "items_received": totals["received"],
+            "coalesced": totals["coalesced"],
+            "lost": totals["lost"],
+            "unexpected": totals["unexpected"],
+            "clients_with_loss": clients_with_loss,
+            "lost_by_context": dict(lost_contexts.most_common(5)),
+        }
+
+    async def close_all(self) -> None:
+        for client in self.clients:
+            if client.task is not None:
+                client.task.cancel()
+        sockets = [c.ws for c in self.clients if c.ws is not None]
+        if sockets:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True), 15
+                )
+        for ws in sockets:
+            with contextlib.suppress(Exception):
+                ws.transport.abort()
+
+
+def _stream_loss(
+    expected: list[int], received: array, stream: Stream, record_of: dict
+) -> tuple[int, int, int, int, int]:
+    """(expected, received, coalesced, lost, unexpected) for one client and context."""
+    got = set(received)
+    coalesced = lost = 0
+    frame_lo, frame_hi = stream.frame_lo, stream.frame_hi
+    for seq in expected:
+        if seq in got:
+            continue
+        k = bisect_left(frame_hi, seq)
+        if k < len(frame_hi) and frame_lo[k] < seq:
+            record = record_of.get(seq)
+            a, b = bisect_right(received, seq), bisect_right(received, frame_hi[k])
+            if any(record_of.get(later) == record for later in received[a:b]):
+                coalesced += 1
+                continue
+        lost += 1
+    unexpected = len(got.difference(expected))
+    return len(expected), len(received), coalesced, lost, unexpected
+
+
+def emit(tag: str, body: dict) -> None:
+    sys.stdout.write(f"{tag} {json.dumps(body, separators=(',', ':'))}\n")
+    sys.stdout.flush()
+
+
+async def controlled(gen: LoadGen) -> None:
+    """Obey commands on stdin until `stop` or end of input."""
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        command, _, rest = line.strip().partition(" ")
+        if command in ("", "stop"):
+            return
+        if command == "drain":
+            emit("DRAINED", await gen.drain(float(rest or 10)))
+        elif command == "report":
+            emit("REPORT", await gen.report(json.loads(rest)))
+        else:
+            emit("ERROR", {"unknown": command})
+
+
+async def timed(gen: LoadGen, duration: float) -> dict:
+    """Run `duration` seconds, drain, report on everything."""
+    seq_lo = min((s.start for c in gen.live for s in c.streams.values()), default=0)
+    from_ns = time.time_ns()
+    await asyncio.sleep(duration)
+    to_ns = time.time_ns()
+    drained = await gen.drain(10)
+    async with await psycopg.AsyncConnection.connect(gen.args.database_url) as conn:
+        row = await (await conn.execute("SELECT head_seq FROM change_log_state")).fetchone()
+    window = {"label": "run", "from_ns": from_ns, "to_ns": to_ns, "seq_lo": seq_lo}
+    return {**(await gen.report({**window, "seq_hi": row[0]})), "drained": drained}
+
+
+async def run(args: argparse.Namespace, plan: list[list[str]]) -> int:
+    gen = LoadGen(args, plan)
+    ready = await gen.open_all()
+    emit("READY", ready)
+    try:
+        if args.control:
+            await controlled(gen)
+        else:
+            body = await timed(gen, args.duration)
+            text = json.dumps(body)
+            if args.out:
+                Path(args.out).write_text(text)
+            else:
+                emit("REPORT", body)
+    finally:
+        await gen.close_all()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        emit("DONE", {"cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "pid": os.getpid()})
+    return 0
+
+
+def plan_from(args: argparse.Namespace) -> list[list[str]]:
+    if args.plan:
+        plan = json.loads(Path(args.plan).read_text())
+    else:
+        plan = [json.loads(args.contexts)] * args.clients
+    if not all(isinstance(p, list) and all(isinstance(c, str) for c in p) for p in plan):
+        sys.exit("--plan holds a list of context lists, one per client")
+    return plan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="ws://127.0.0.1:<port>/ws/dashboard/updates")
+    parser.add_argument("--plan", help="JSON file: a list of context lists, one per client")
+    parser.add_argument("--contexts", help='JSON list of contexts for every client, e.g. \'["overview"]\'')
+    parser.add_argument("--clients", type=int, default=1, help="with --contexts")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--control", action="store_true", help="obey commands on stdin")
+    parser.add_argument("--duration", type=float, default=10.0, help="without --control")
+    parser.add_argument("--timeout", type=float, default=900.0, help="hard limit, seconds")
+    parser.add_argument("--connect-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--compression", default=None, choices=[None, "deflate"], help="offer permessage-deflate"
+    )
+    parser.add_argument("--out", help="without --control: write the report here")
+    args = parser.parse_args()
+    if not args.database_url:
+        sys.exit("--database-url (or DATABASE_URL) is needed for the loss check")
+    plan = plan_from(args)
+    nofile_raise()
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+
+    def give_up() -> None:
+        sys.stderr.write(f"loadgen {os.getpid()}: --timeout {args.timeout} s reached\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+    async def bounded() -> int:
+        asyncio.get_running_loop().call_later(args.timeout, give_up)
+        return await run(args, plan)
+
+    if uvloop is not None:
+        sys.exit(uvloop.run(bounded()))
+    sys.exit(asyncio.run(bounded()))
+
+
+if __name__ == "__main__":
+    main()
