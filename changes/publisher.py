@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -88,12 +89,19 @@ def _json_default(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> str:
-    """Compact JSON for the database and the wire (Decimal as a JSON number)."""
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
+    """Compact JSON for the database and the wire (Decimal as a JSON number), by orjson:
+    every frame is encoded once, but there are many frames."""
+    return orjson.dumps(value, default=_json_default).decode()
 
 
-def captured_change_from_row(row: tuple) -> CapturedChange:
-    """A claimed or logged `data_changes` row (CLAIM_COLUMNS order) as a CapturedChange."""
+def captured_change_from_row(row: tuple, *, exact: bool = True) -> CapturedChange:
+    """A claimed or logged `data_changes` row (CLAIM_COLUMNS order) as a CapturedChange.
+
+    `exact` parses numbers with decimals as Decimal: the publisher sums them into running
+    totals. Reading for delivery only (catch-up) parses them as floats with orjson, several
+    times faster; a float prints the same digits for these three-decimal values.
+    """
+    loads = json_loads if exact else orjson.loads
     return CapturedChange(
         id=row[0],
         capture_id=row[1],
@@ -102,8 +110,8 @@ def captured_change_from_row(row: tuple) -> CapturedChange:
         record_id=row[4],
         change_type=row[5],
         changed_columns=list(row[6] or []),
-        change_data=json_loads(row[7]) or {},
-        routing=json_loads(row[8]) or {},
+        change_data=loads(row[7]) if row[7] else {},
+        routing=loads(row[8]) if row[8] else {},
         created_at=row[9],
     )
 

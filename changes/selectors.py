@@ -179,7 +179,7 @@ def changes_since(
             )
             changes = {}
             for row in cursor.fetchall():
-                change = captured_change_from_row(row[:10])
+                change = captured_change_from_row(row[:10], exact=False)
                 change.seq, change.significance = row[10], row[11]
                 change.contexts, change.audience = list(row[12] or []), row[13]
                 changes[change.seq] = change
