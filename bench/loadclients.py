@@ -24,6 +24,7 @@ import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -51,7 +52,7 @@ class Connections:
         self.contexts = contexts
         self.offset = offset
         self.tasks: list[asyncio.Task] = []
-        self.sockets: list = []
+        self.sockets: list[Any] = []
         self.failed = 0
         self.errors: list[str] = []
         # No pool limit and no read timeout: a stream stays open as long as we hold it.
@@ -110,7 +111,7 @@ class Connections:
         self.tasks.append(asyncio.create_task(self._drain_ws(ws)))
 
     @staticmethod
-    async def _drain_ws(ws) -> None:
+    async def _drain_ws(ws: Any) -> None:
         with contextlib.suppress(Exception):
             async for _ in ws:
                 pass

@@ -62,6 +62,7 @@ class CapturedChange:
     significance: str | None = None
     audience: str | None = None
     contexts: list[str] = field(default_factory=list)
+    at: str | None = None
 
 
 # Columns renamed for clients: the REST API calls an industry by its slug.
@@ -112,6 +113,8 @@ def _full_row(change: CapturedChange) -> dict[str, Any] | None:
 def _item(
     change: CapturedChange, context: str, op: str, fields: dict, previous: dict, changed: list
 ) -> ChangeItem:
+    if change.at is None:
+        change.at = format_at(change.created_at)  # once per change, not once per item
     return {
         "seq": change.seq,
         "context": context,
@@ -121,7 +124,7 @@ def _item(
         "fields": fields,
         "previous": previous,
         "changed": changed,
-        "at": format_at(change.created_at),
+        "at": change.at,
         "significance": change.significance or "minor",
     }
 
@@ -248,31 +251,38 @@ def _membership(change: CapturedChange, context: str, slugs: dict[str, str]) -> 
     return context == industry_context(old_slug or ""), context == industry_context(new_slug or "")
 
 
+def change_item(
+    change: CapturedChange, context: str, audience: str, slugs: dict[str, str]
+) -> ChangeItem | None:
+    """The item one (context, audience) receives for this change, or None."""
+    if change.entity == "aggregate":
+        if (change.audience or AUDIENCE_STAFF) != audience or context not in change.contexts:
+            return None
+        return {**_as_is_item(change, context, slugs), "context": context}
+    if context == COMPANIES and change.entity != "company":
+        return None
+    if audience == AUDIENCE_PUBLIC:
+        before, after = public_visibility(change)
+    else:
+        before, after = change.change_type != "insert", change.change_type != "delete"
+    member_before, member_after = _membership(change, context, slugs)
+    return _transition_item(
+        change, context, slugs, before and member_before, after and member_after
+    )
+
+
 def change_items(
     change: CapturedChange, slugs: dict[str, str]
 ) -> dict[tuple[str, str], ChangeItem]:
     """The item each (context, audience) receives for this change; absent means nothing."""
-    if change.entity == "aggregate":
-        item = _as_is_item(change, "", slugs)
-        return {
-            (context, change.audience or AUDIENCE_STAFF): {**item, "context": context}
-            for context in change.contexts
-        }
+    # Aggregate rows exist once per audience; captured changes are redacted per audience.
+    aggregate = change.entity == "aggregate"
+    audiences = (change.audience or AUDIENCE_STAFF,) if aggregate else AUDIENCES
     out: dict[tuple[str, str], ChangeItem] = {}
-    public_before, public_after = public_visibility(change)
-    existed_before = change.change_type != "insert"
-    exists_after = change.change_type != "delete"
     for context in change.contexts or change_contexts(change, slugs):
-        member_before, member_after = _membership(change, context, slugs)
-        for audience in AUDIENCES:
-            if audience == AUDIENCE_PUBLIC:
-                before, after = public_before, public_after
-            else:
-                before, after = existed_before, exists_after
-            item = _transition_item(
-                change, context, slugs, before and member_before, after and member_after
-            )
-            if item is not None and (context != COMPANIES or change.entity == "company"):
+        for audience in audiences:
+            item = change_item(change, context, audience, slugs)
+            if item is not None:
                 out[(context, audience)] = item
     return out
 

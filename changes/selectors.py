@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection
 
-from changes.items import ChangeItem, change_items
+from changes.items import ChangeItem, change_item
 from changes.models import AUDIENCE_BITS
 from changes.publisher import (
     CLAIM_COLUMNS,
@@ -184,14 +184,12 @@ def changes_since(
                 change.contexts, change.audience = list(row[12] or []), row[13]
                 changes[change.seq] = change
             slugs = industry_slugs()
-            per_change: dict[int, dict] = {}
             for seq, context in routes:
                 change = changes.get(seq)
                 if change is None:
                     continue
-                if seq not in per_change:
-                    per_change[seq] = change_items(change, slugs)
-                item = per_change[seq].get((context, audience))
+                # Only the item asked for: a change has one per context and audience.
+                item = change_item(change, context, audience, slugs)
                 if item is not None:
                     result.items.append(item)
         for context in wanted:
