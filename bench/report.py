@@ -29,6 +29,16 @@ def main() -> None:
         data = _load(name)
         if data:
             lines += importlib.import_module(f"bench.{name}").report_section(data)
+    if (REPO / "docs" / "benchmarks-growth.png").exists():
+        lines += [
+            "## Growth",
+            "",
+            "Latency and memory of one daphne process as clients grow"
+            " (`python -m bench.plot`, from the latency and memory results above).",
+            "",
+            "![latency and memory growth](benchmarks-growth.png)",
+            "",
+        ]
     out = REPO / "docs" / "benchmarks.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines))
