@@ -102,8 +102,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S
         )
         self.limited_strikes = 0
-        # Set once the client pings: from then on, silence means a dead client (4408).
-        self.client_keepalive_at: float | None = None
+        # Once a client has pinged, silence means a dead client (4408); any message counts.
+        self.keepalive_armed = False
+        self.last_message_at = asyncio.get_running_loop().time()
         await self.session.hub.start()
         await self.session.open()
         self.session.hub.transports.add(self)
@@ -132,12 +133,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         while True:
             # Jitter keeps thousands of connections from beating in step.
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
-            silent_for = (
-                asyncio.get_running_loop().time() - self.client_keepalive_at
-                if self.client_keepalive_at is not None
-                else 0
-            )
-            if silent_for > settings.REALTIME_CLIENT_TIMEOUT_S:
+            silent_for = asyncio.get_running_loop().time() - self.last_message_at
+            if self.keepalive_armed and silent_for > settings.REALTIME_CLIENT_TIMEOUT_S:
                 self.closing = True
                 await self.close(code=protocol.CLOSE_HEARTBEAT_TIMEOUT, reason="heartbeat timeout")
                 return
@@ -147,6 +144,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     # -- receiving ---------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        self.last_message_at = asyncio.get_running_loop().time()
         if text_data is not None and len(text_data) > settings.REALTIME_MAX_FRAME_BYTES:
             await self.close(code=protocol.CLOSE_TOO_LARGE)
             return
@@ -243,6 +241,6 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         # record yet.
 
     async def on_ping(self, message: dict, ref: Any) -> None:
-        self.client_keepalive_at = asyncio.get_running_loop().time()
+        self.keepalive_armed = True
         state = await database_sync_to_async(change_log_state)()
         await self._send_text(protocol.pong(seq=state.head_seq, ref=ref))
