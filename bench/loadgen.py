@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -61,6 +62,14 @@ from websockets.exceptions import ConnectionClosed
 BUCKET_US = 100
 RATE_BUCKET_NS = 100_000_000  # frames and items are counted per 100 ms
 STAMP = "bench:"
+KINDS = ("company", "industry", "overview", "other")
+LAG_TICK_S = 0.005
+
+
+def kind_of(context: str) -> int:
+    name = context.partition(":")[0]
+    return KINDS.index(name) if name in KINDS else len(KINDS) - 1
+
 
 ROUTES_SQL = """
 SELECT r.context, r.seq, d.entity, d.record_id
@@ -92,7 +101,7 @@ def stamp_of(source: str) -> int | None:
 class Stream:
     """One client's view of one context."""
 
-    __slots__ = ("start", "cursor", "floor", "seqs", "frame_lo", "frame_hi")
+    __slots__ = ("cursor", "floor", "frame_hi", "frame_lo", "seqs", "start")
 
     def __init__(self, start: int):
         self.start = start  # `subscribed.seq`: delivery starts after it
@@ -117,23 +126,26 @@ class Recorder:
     def __init__(self) -> None:
         self.stamp_ns = array("q")  # commit time of each stamped item received
         self.latency_us = array("q")
+        self.kind = array("b")  # KINDS index of the item's context
+        self.loop_lag_us = array("q")  # event-loop lateness, sampled every LAG_TICK_S
+        self.loop_lag_at = array("q")
         self.frames: Counter[int] = Counter()  # per 100 ms of receive time
         self.items: Counter[int] = Counter()
 
 
 class Client:
     __slots__ = (
-        "index",
+        "closed",
         "contexts",
-        "ws",
+        "duplicates",
+        "errors",
+        "gaps",
+        "index",
+        "rejected",
+        "resets",
         "streams",
         "task",
-        "duplicates",
-        "gaps",
-        "resets",
-        "errors",
-        "closed",
-        "rejected",
+        "ws",
     )
 
     def __init__(self, index: int, contexts: list[str]):
@@ -179,7 +191,8 @@ class Client:
 
     async def read(self, recorder: Recorder) -> None:
         ws, streams = self.ws, self.streams
-        stamp_ns, latency_us = recorder.stamp_ns, recorder.latency_us
+        stamp_ns, latency_us, kinds = recorder.stamp_ns, recorder.latency_us, recorder.kind
+        kind_by_context = {ctx: kind_of(ctx) for ctx in streams}
         frames, items_count = recorder.frames, recorder.items
         try:
             while True:
@@ -223,6 +236,7 @@ class Client:
                             if stamp is not None:
                                 stamp_ns.append(stamp)
                                 latency_us.append((now - stamp) // 1000)
+                                kinds.append(kind_by_context[message["context"]])
                 if seq_to > cursor:
                     stream.cursor = seq_to
                 bucket = now // RATE_BUCKET_NS
@@ -325,36 +339,68 @@ class LoadGen:
     def _latencies(self, from_ns: int, to_ns: int, per_change: bool) -> dict:
         rec = self.recorder
         hist: Counter[int] = Counter()
+        by_kind: dict[str, Counter[int]] = {}
         by_change: dict[int, list[int]] = {}
-        keep_ts, keep_us = array("q"), array("q")
+        keep_ts, keep_us, keep_kind = array("q"), array("q"), array("b")
         count, max_us, sum_us = 0, 0, 0
-        for stamp, us in zip(rec.stamp_ns, rec.latency_us, strict=True):
+        for stamp, us, kind in zip(rec.stamp_ns, rec.latency_us, rec.kind, strict=True):
             if stamp < from_ns:
                 continue
             if stamp > to_ns:
                 keep_ts.append(stamp)
                 keep_us.append(us)
+                keep_kind.append(kind)
                 continue
             us = max(us, 0)
             count += 1
             sum_us += us
             max_us = max(max_us, us)
             hist[us // BUCKET_US] += 1
+            name = KINDS[kind]
+            if name not in by_kind:
+                by_kind[name] = Counter()
+            by_kind[name][us // BUCKET_US] += 1
             if per_change:
                 by_change.setdefault(stamp, []).append(us)
-        rec.stamp_ns, rec.latency_us = keep_ts, keep_us
+        # In place: every client's reader holds these very arrays.
+        rec.stamp_ns[:] = keep_ts
+        rec.latency_us[:] = keep_us
+        rec.kind[:] = keep_kind
+        lags = sorted(
+            lag
+            for at, lag in zip(rec.loop_lag_at, rec.loop_lag_us, strict=True)
+            if from_ns <= at <= to_ns
+        )
+        del rec.loop_lag_at[:], rec.loop_lag_us[:]
         out = {
             "latency": {
                 "count": count,
                 "sum_us": sum_us,
                 "max_us": max_us,
                 "bucket_us": BUCKET_US,
-                "hist": {str(k): v for k, v in sorted(hist.items())},
-            }
+                "hist": _hist_json(hist),
+                "by_kind": {name: _hist_json(h) for name, h in by_kind.items()},
+            },
+            # How late this process's event loop ran its 5 ms ticks: a generator that
+            # cannot keep up shows here before it shows anywhere else.
+            "loop_lag_ms": {
+                "p50": lags[len(lags) // 2] / 1000 if lags else None,
+                "p99": lags[int(len(lags) * 0.99)] / 1000 if lags else None,
+                "max": lags[-1] / 1000 if lags else None,
+            },
         }
         if per_change:
             out["per_change"] = {str(k): v for k, v in sorted(by_change.items())}
         return out
+
+    async def watch_loop(self) -> None:
+        """Sample the event loop's lateness (time past each 5 ms tick)."""
+        rec = self.recorder
+        while True:
+            due = time.monotonic_ns() + int(LAG_TICK_S * 1e9)
+            await asyncio.sleep(LAG_TICK_S)
+            rec.loop_lag_us.append(max(0, time.monotonic_ns() - due) // 1000)
+            rec.loop_lag_at.append(time.time_ns())
 
     def _rates(self, from_ns: int, to_ns: int) -> dict:
         rec = self.recorder
@@ -386,8 +432,13 @@ class LoadGen:
                 lo = max(seq_lo, stream.start)
                 i, j = bisect_right(stream.seqs, lo), bisect_right(stream.seqs, seq_hi)
                 received = stream.seqs[i:j]
-                key = (ctx, lo, received.tobytes(), stream.frame_lo.tobytes(),
-                       stream.frame_hi.tobytes())  # fmt: skip
+                key = (
+                    ctx,
+                    lo,
+                    received.tobytes(),
+                    stream.frame_lo.tobytes(),
+                    stream.frame_hi.tobytes(),
+                )
                 figures = cache.get(key)
                 if figures is None:
                     expected = routes.get(ctx, [])
@@ -397,9 +448,12 @@ class LoadGen:
                     )
                 exp, got, coalesced, lost, unexpected = figures
                 totals.update(
-                    expected=exp, received=got, coalesced=coalesced, lost=lost,
+                    expected=exp,
+                    received=got,
+                    coalesced=coalesced,
+                    lost=lost,
                     unexpected=unexpected,
-                )  # fmt: skip
+                )
                 if lost:
                     lost_contexts[ctx] += lost
                 client_lost += lost
@@ -427,6 +481,10 @@ class LoadGen:
         for ws in sockets:
             with contextlib.suppress(Exception):
                 ws.transport.abort()
+
+
+def _hist_json(hist: Counter[int]) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(hist.items())}
 
 
 def _stream_loss(
@@ -487,6 +545,11 @@ async def timed(gen: LoadGen, duration: float) -> dict:
 async def run(args: argparse.Namespace, plan: list[list[str]]) -> int:
     gen = LoadGen(args, plan)
     ready = await gen.open_all()
+    # The connections live until the end: keep them out of the collector's way, so the
+    # generator's own pauses do not show up as latency.
+    gc.collect()
+    gc.freeze()
+    watcher = asyncio.create_task(gen.watch_loop())
     emit("READY", ready)
     try:
         if args.control:
@@ -499,6 +562,7 @@ async def run(args: argparse.Namespace, plan: list[list[str]]) -> int:
             else:
                 emit("REPORT", body)
     finally:
+        watcher.cancel()
         await gen.close_all()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         emit("DONE", {"cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "pid": os.getpid()})
@@ -519,7 +583,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="ws://127.0.0.1:<port>/ws/dashboard/updates")
     parser.add_argument("--plan", help="JSON file: a list of context lists, one per client")
-    parser.add_argument("--contexts", help='JSON list of contexts for every client, e.g. \'["overview"]\'')
+    parser.add_argument(
+        "--contexts", help="JSON list of contexts for every client, e.g. '[\"overview\"]'"
+    )
     parser.add_argument("--clients", type=int, default=1, help="with --contexts")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--control", action="store_true", help="obey commands on stdin")

@@ -294,9 +294,7 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument(
-        "--quick", action="store_true", help="one run per variant, 4 s of writers"
-    )
+    parser.add_argument("--quick", action="store_true", help="one run per variant, 4 s of writers")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(
         "--only", choices=["bulk_update", "bulk_copy", "concurrent_writers"], action="append"
