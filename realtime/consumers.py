@@ -138,8 +138,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 self.closing = True
                 await self.close(code=protocol.CLOSE_HEARTBEAT_TIMEOUT, reason="heartbeat timeout")
                 return
-            state = await database_sync_to_async(change_log_state)()
-            await self._send_text(protocol.heartbeat(seq=state.head_seq))
+            await self._send_text(protocol.heartbeat(seq=await self.session.hub.head_seq()))
 
     # -- receiving ---------------------------------------------------------------------
 

@@ -466,12 +466,12 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                 await asyncio.sleep(interval - idle)
                 continue
             try:
-                state = await database_sync_to_async(change_log_state)()
+                head = await self.session.hub.head_seq()
             except Exception:
                 logger.exception("heartbeat could not read the change log state")
                 await asyncio.sleep(interval)
                 continue
-            await self._session_send(protocol.heartbeat(seq=state.head_seq))
+            await self._session_send(protocol.heartbeat(seq=head))
 
     # -- group messages -------------------------------------------------------------------
 
