@@ -1,4 +1,4 @@
-"""Writes to the change log other than publication: reset and retention."""
+"""Services of the change log: the live publisher step and its follow-up work, reset, retention."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import secrets
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -15,6 +16,7 @@ from changes.publisher import (
     PublishResult,
     change_batch_publish,
     change_log_state_ensure,
+    frames_fan_out,
 )
 
 logger = logging.getLogger(__name__)
@@ -148,15 +150,33 @@ def benchmarks_schedule(*, industry_ids: set[str]) -> None:
 
 
 def publish_and_schedule() -> PublishResult | None:
-    """One publisher run plus the follow-up work it makes due (benchmark recomputes).
-
-    The batch is committed before the follow-up: if Redis is away, scheduling fails and
-    is logged, and the batch still goes out (its frames reach whoever can be reached).
-    """
+    """One publisher run plus the follow-up work it makes due (benchmark recomputes),
+    for callers that fan the frames out themselves afterwards (tests, shells)."""
     result = change_batch_publish()
-    if result is not None and result.industries_touched:
-        try:
-            benchmarks_schedule(industry_ids=result.industries_touched)
-        except Exception:
-            logger.exception("could not schedule benchmark recomputes")
+    follow_up_schedule(result)
+    return result
+
+
+def follow_up_schedule(result: PublishResult | None) -> None:
+    """Queue the benchmark recomputes a published batch makes due.
+
+    Called after the batch committed (and, on the live path, after its frames went out:
+    up to one Redis round trip per industry touched, which subscribers need not wait
+    for). If Redis is away, scheduling fails and is logged; the batch is unaffected.
+    """
+    if result is None or not result.industries_touched:
+        return
+    try:
+        benchmarks_schedule(industry_ids=result.industries_touched)
+    except Exception:
+        logger.exception("could not schedule benchmark recomputes")
+
+
+async def publish_fan_out_schedule() -> PublishResult | None:
+    """The live publisher step: publish one batch, send its frames, then schedule the
+    follow-up work. None when another publisher holds the lock."""
+    result = await sync_to_async(change_batch_publish, thread_sensitive=True)()
+    if result is not None and result.frames:
+        await frames_fan_out(result.frames)
+    await sync_to_async(follow_up_schedule, thread_sensitive=True)(result)
     return result

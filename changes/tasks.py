@@ -2,8 +2,7 @@
 
 from celery import shared_task
 
-from changes.publisher import frames_fan_out
-from changes.services import change_log_prune, publish_and_schedule
+from changes.services import change_log_prune, publish_fan_out_schedule
 from emissions.services import industry_benchmarks_recompute
 
 
@@ -14,10 +13,9 @@ def publish_changes_task() -> int:
 
     published = 0
     while True:
-        result = publish_and_schedule()
+        result = async_to_sync(publish_fan_out_schedule)()
         if not result or not result.changes:
             return published
-        async_to_sync(frames_fan_out)(result.frames)
         published += result.changes
         if not result.has_more:
             return published

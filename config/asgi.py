@@ -19,7 +19,10 @@ from django.urls import re_path  # noqa: E402
 from realtime.auth import TokenAuthMiddleware  # noqa: E402
 from realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
-from realtime.server import daphne_websocket_limits_install  # noqa: E402
+from realtime.server import (  # noqa: E402
+    daphne_websocket_limits_install,
+    garbage_collector_tune,
+)
 
 daphne_websocket_limits_install()
 
@@ -32,3 +35,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Last, once everything the process needs at start-up is loaded.
+garbage_collector_tune()

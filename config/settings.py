@@ -264,12 +264,13 @@ PUBLISHER_CLAIM_LIMIT = int(os.environ.get("PUBLISHER_CLAIM_LIMIT", "20000"))
 # frames a browser parses in a few milliseconds.
 PUBLISHER_FRAME_MAX_ITEMS = int(os.environ.get("PUBLISHER_FRAME_MAX_ITEMS", "500"))
 # How often the running publisher probes the partial index of unprocessed changes when
-# idle. An empty index probe costs microseconds; 20 ms keeps the added latency small
-# (10 ms on average) without NOTIFY's commit-time lock (docs/benchmarks.md).
-PUBLISHER_POLL_INTERVAL = float(os.environ.get("PUBLISHER_POLL_INTERVAL", "0.02"))
+# idle. An empty index probe costs microseconds; 10 ms keeps the added latency small
+# (5 ms on average) without NOTIFY's commit-time lock (docs/benchmarks.md).
+PUBLISHER_POLL_INTERVAL = float(os.environ.get("PUBLISHER_POLL_INTERVAL", "0.01"))
 # After waking, wait this long for more changes so that changes arriving together go
-# out as one batch ("intelligent batching").
-PUBLISHER_DEBOUNCE = float(os.environ.get("PUBLISHER_DEBOUNCE", "0.01"))
+# out as one batch ("intelligent batching"). Under load batches grow by themselves
+# (changes pile up while one is published), so this window stays short.
+PUBLISHER_DEBOUNCE = float(os.environ.get("PUBLISHER_DEBOUNCE", "0.003"))
 # Published changes are kept this long for catch-up; older cursors get a reset.
 CHANGE_RETENTION_DAYS = float(os.environ.get("CHANGE_RETENTION_DAYS", "7"))
 # Rows deleted per pruning statement: short transactions, no long locks on the log.
@@ -324,3 +325,9 @@ REALTIME_MAX_CONNECTIONS_PER_ADDRESS = int(
 )
 # The retry hint given to a client refused for having too many connections.
 REALTIME_CONNECTION_RETRY_S = 30
+# Server processes freeze what start-up loaded out of the garbage collector's sight and
+# collect young objects less often (realtime/server.py says why); 0 keeps Python's way.
+REALTIME_GC_TUNE = os.environ.get("REALTIME_GC_TUNE", "1") == "1"
+REALTIME_GC_THRESHOLDS = tuple(
+    int(n) for n in os.environ.get("REALTIME_GC_THRESHOLDS", "10000,20,50").split(",")
+)

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from changes.publisher import changes_pending, frames_fan_out
-from changes.services import publish_and_schedule
+from changes.publisher import changes_pending
+from changes.services import publish_fan_out_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ RETRY_MAX_S = 10.0
 class Command(BaseCommand):
     help = (
         "Publish captured changes as they arrive: poll the unprocessed-changes index, "
-        "debounce, publish, fan out. Safe to run several: one publishes at a time."
+        "debounce, publish, fan out, then schedule follow-up work. "
+        "Safe to run several: one publishes at a time."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -48,7 +49,6 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        publish = sync_to_async(publish_and_schedule, thread_sensitive=True)
         pending = sync_to_async(changes_pending, thread_sensitive=True)
         retry = RETRY_FIRST_S
         logger.info("publisher running (poll %.3f s, debounce %.3f s)", poll, debounce)
@@ -58,12 +58,9 @@ class Command(BaseCommand):
                     await _sleep_or_stop(stopping, poll)
                     continue
                 await _sleep_or_stop(stopping, debounce)
-                result = await publish()
-                if result is None:
+                if await publish_fan_out_schedule() is None:
                     # Another publisher holds the lock; it will publish these.
                     await _sleep_or_stop(stopping, poll)
-                elif result.frames:
-                    await frames_fan_out(result.frames)
                 retry = RETRY_FIRST_S
             except Exception:
                 logger.exception("publisher failed; retrying in %.1f s", retry)
