@@ -432,6 +432,9 @@ class Fleet:
     """Load generator processes (bench.loadgen --control); clients are added in groups,
     each group shared out over new processes."""
 
+    module = "bench.loadgen"
+    name = "loadgen"
+
     def __init__(self, url: str, database_url: str, workdir: Path, timeout: float):
         self.url = url
         self.database_url = database_url
@@ -445,17 +448,21 @@ class Fleet:
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
+    def loadgen_args(self, index: int) -> list[str]:
+        """Arguments of the index-th load generator beyond the common ones."""
+        return []
+
     def add(self, plan: list[list[str]], processes: int, ready_timeout: float) -> dict:
         """Connect `plan`'s clients in `processes` new load generators; READY figures."""
         first = len(self.processes)
         for part in (plan[i::processes] for i in range(processes)):
             index = len(self.processes)
-            path = self.workdir / f"plan-{os.getpid()}-{index}.json"
+            path = self.workdir / f"plan-{os.getpid()}-{self.name}-{index}.json"
             path.write_text(json.dumps(part))
             command = [
                 sys.executable,
                 "-m",
-                "bench.loadgen",
+                self.module,
                 "--url",
                 self.url,
                 "--plan",
@@ -465,13 +472,14 @@ class Fleet:
                 "--control",
                 "--timeout",
                 str(self.timeout),
+                *self.loadgen_args(index),
             ]
             process = subprocess.Popen(
                 command,
                 cwd=REPO,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=open(self.workdir / f"loadgen-{index}.log", "a"),  # noqa: SIM115
+                stderr=open(self.workdir / f"{self.name}-{index}.log", "a"),  # noqa: SIM115
                 text=True,
                 bufsize=1,
                 preexec_fn=child_preexec,

@@ -542,8 +542,10 @@ async def timed(gen: LoadGen, duration: float) -> dict:
     return {**(await gen.report({**window, "seq_hi": row[0]})), "drained": drained}
 
 
-async def run(args: argparse.Namespace, plan: list[list[str]]) -> int:
-    gen = LoadGen(args, plan)
+async def run(
+    args: argparse.Namespace, plan: list[list[str]], gen_class: type[LoadGen] | None = None
+) -> int:
+    gen = (gen_class or LoadGen)(args, plan)
     ready = await gen.open_all()
     # The connections live until the end: keep them out of the collector's way, so the
     # generator's own pauses do not show up as latency.

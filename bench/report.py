@@ -8,7 +8,16 @@ import json
 from bench.common import REPO, RESULTS
 
 # Each scenario module writes bench/results/<name>.json and renders its own section.
-SCENARIOS = ("latency", "fanout", "trigger_cost", "catchup", "memory", "bandwidth")
+SCENARIOS = (
+    "latency",
+    "transports",
+    "fanout",
+    "baselines",
+    "trigger_cost",
+    "catchup",
+    "memory",
+    "bandwidth",
+)
 
 
 def _load(name: str) -> dict | None:

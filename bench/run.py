@@ -23,6 +23,7 @@ SCENARIOS = (
     ("memory", 150, 40),
     ("fanout", 330, 60),
     ("latency", 600, 100),
+    ("transports", 200, 60),
 )
 
 
