@@ -747,21 +747,6 @@ def converged(run: dict) -> dict:
 # -- the run --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def environ(extra: dict[str, str]):
-    """Extra settings for the stack's processes: Stack.start copies os.environ."""
-    saved = {name: os.environ.get(name) for name in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def stack_env(factor: float) -> dict[str, str]:
     """Server settings compressed by `factor` (config/settings.py reads them)."""
     return {
@@ -778,9 +763,8 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-bandwidth-") as tmp:
         workdir = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        with environ(stack_env(factor)):
-            stack = Stack("daphne", database_url, workdir)
-            stack.start()
+        stack = Stack("daphne", database_url, workdir, env=stack_env(factor))
+        stack.start()
         naive = HttpClient(stack.port)
         try:
             # Which 50 companies the page shows; each client then makes its own first load.

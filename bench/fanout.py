@@ -292,9 +292,13 @@ def fanout_notes(data: dict) -> list[str]:
                 for s in steps
                 if s["deliveries_per_s"]
             ]
+            if web_us:
+                line += (
+                    f" Server CPU per delivery (all its CPU over the deliveries)"
+                    f" {min(web_us):.0f} to {max(web_us):.0f} us over the steps;"
+                )
             line += (
-                f" Server CPU per delivery (all its CPU over the deliveries) {min(web_us):.0f} to"
-                f" {max(web_us):.0f} us over the steps; the busiest load generator used"
+                f" the busiest load generator used"
                 f" {busiest['cpu_cores']['loadgen_max']}"
                 f" of a core, its event loop at worst p99"
                 f" {busiest['loadgen_loop_lag_ms']['p99']:.0f} ms late."

@@ -306,8 +306,16 @@ def uvicorn_missing() -> bool:
 class Stack:
     """One web server process and one publisher against the bench database."""
 
-    def __init__(self, server: str, database_url: str, logdir: Path, gc_trace: bool = False):
+    def __init__(
+        self,
+        server: str,
+        database_url: str,
+        logdir: Path,
+        gc_trace: bool = False,
+        env: dict[str, str] | None = None,
+    ):
         self.server = server
+        self.extra_env = env or {}
         self.gc_trace = logdir / f"gc-{server}-{os.getpid()}.txt" if gc_trace else None
         self.database_url = database_url
         self.logdir = logdir
@@ -331,6 +339,7 @@ class Stack:
             "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "100000",
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
             "DEBUG": "0",
+            **self.extra_env,
         }
         if self.gc_trace:
             env["BENCH_GC_TRACE"] = str(self.gc_trace)

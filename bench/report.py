@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
+from pathlib import Path
 
 from bench.common import REPO, RESULTS
 
@@ -26,6 +28,9 @@ def _load(name: str) -> dict | None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
     lines = [
         "# Benchmarks",
         "",
@@ -48,8 +53,8 @@ def main() -> None:
             "![latency and memory growth](benchmarks-growth.png)",
             "",
         ]
-    out = REPO / "docs" / "benchmarks.md"
-    out.parent.mkdir(exist_ok=True)
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 

@@ -24,6 +24,7 @@ SCENARIOS = (
     ("fanout", 330, 60),
     ("latency", 600, 100),
     ("transports", 200, 60),
+    ("bandwidth", 150, 60),
 )
 
 

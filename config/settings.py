@@ -291,16 +291,16 @@ SIGNIFICANCE_RULES = {
 
 # --- Live transports ----------------------------------------------------------------------
 
+# Heartbeat when idle: under the 55 s at which proxies cut idle connections, with jitter.
+REALTIME_HEARTBEAT_S = float(os.environ.get("REALTIME_HEARTBEAT_S", "25"))
 # What a client is told in `hello` and held to until per-user policies exist: 0 means
 # "as fast as published"; max_batch is the items per frame.
 REALTIME_DEFAULT_POLICY = {
     "min_interval_ms": int(os.environ.get("REALTIME_MIN_INTERVAL_MS", "0")),
     "debounce_ms": int(os.environ.get("REALTIME_DEBOUNCE_MS", "0")),
     "max_batch": PUBLISHER_FRAME_MAX_ITEMS,
-    "heartbeat_ms": 25_000,
+    "heartbeat_ms": int(REALTIME_HEARTBEAT_S * 1000),
 }
-# Heartbeat when idle: under the 55 s at which proxies cut idle connections, with jitter.
-REALTIME_HEARTBEAT_S = float(os.environ.get("REALTIME_HEARTBEAT_S", "25"))
 # A dashboard shows a handful of contexts; 50 leaves room without letting one connection
 # join thousands of groups.
 REALTIME_MAX_SUBSCRIPTIONS = int(os.environ.get("REALTIME_MAX_SUBSCRIPTIONS", "50"))
