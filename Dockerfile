@@ -11,4 +11,4 @@ RUN pip install . && python -m pip check
 RUN useradd --system --uid 1000 app
 USER app
 EXPOSE 8000
-CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "config.asgi:application"]
+CMD ["python", "-m", "config.serve", "--host", "0.0.0.0", "--port", "8000"]

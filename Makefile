@@ -16,7 +16,7 @@ DEBUG ?= 1
 # honcho hands every process its own PORT; the web server reads WEB_PORT instead.
 WEB_PORT := $(PORT)
 export HOST DEMO_COMPANIES DEBUG WEB_PORT SIMULATE_RATE
-# The Procfile's commands (daphne, celery) come from the virtual environment.
+# The Procfile's commands (celery; python is the venv's) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # Starts the embedded PostgreSQL / Redis for whichever of DATABASE_URL / REDIS_URL is

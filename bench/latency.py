@@ -269,23 +269,8 @@ def web_command(server: str, port: int, gc_trace: bool = False) -> list[str]:
             "config.asgi:application",
         ]
     if server == "uvicorn":
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ws",
-            "websockets",
-            "--lifespan",
-            "off",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        # The product's web server (config/serve.py), as the Procfile starts it.
+        return [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)]
     raise ValueError(server)
 
 
@@ -338,6 +323,7 @@ class Stack:
             "REDIS_PREFIX": self.prefix,
             "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "100000",
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+            "WEB_ACCESS_LOG": "0",
             "DEBUG": "0",
             **self.extra_env,
         }

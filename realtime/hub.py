@@ -104,9 +104,9 @@ class Hub:
             self._take_over_sigterm()
 
     def _take_over_sigterm(self) -> None:
-        """Under a server that installed its own SIGTERM handler (daphne's reactor), close
-        every connection with 4503 first, then hand over to it: clients reconnect
-        elsewhere at once instead of waiting for a timeout."""
+        """Under a server that installed its own SIGTERM handler (uvicorn, daphne's
+        reactor), close every connection with 4503 first, then hand over to it: clients
+        reconnect elsewhere at once instead of waiting for a timeout."""
         if threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)

@@ -1,5 +1,5 @@
-"""Server process set-up: WebSocket limits enforced by daphne itself, and the garbage
-collector's settings.
+"""Server process set-up: WebSocket limits when daphne serves (uvicorn gets them from
+config/serve.py), and the garbage collector's settings.
 
 WebSocket limits, under daphne.
 

@@ -1,5 +1,5 @@
-"""A live stack for end-to-end tests: daphne and the publisher as real processes on
-the test database, clients over loopback."""
+"""A live stack for end-to-end tests: the web server (as the Procfile starts it) and the
+publisher as real processes on the test database, clients over loopback."""
 
 import os
 import signal
@@ -34,16 +34,7 @@ def stack_env(**extra) -> dict:
 def stack_command(name: str, port: int) -> list[str]:
     """How the Procfile's web server and publisher are started, on loopback."""
     if name == "web":
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ]
+        return [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)]
     return [sys.executable, "manage.py", "run_publisher"]
 
 
@@ -81,7 +72,7 @@ class Stack:
 
 @pytest.fixture
 def live_stack(transactional_db, tmp_path):
-    """daphne and run_publisher against this test's database."""
+    """The web server and run_publisher against this test's database."""
     port = free_port()
     env = stack_env(REALTIME_MAX_CONNECTIONS_PER_ADDRESS="10000")
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("web", "publisher")}  # noqa: SIM115

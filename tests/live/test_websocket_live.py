@@ -1,4 +1,5 @@
-"""End to end over a real daphne and publisher, with `websockets` clients."""
+"""End to end over the real web server (config/serve.py) and publisher, with `websockets`
+clients."""
 
 import asyncio
 import json
