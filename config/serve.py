@@ -36,7 +36,8 @@ def main() -> None:
         "config.asgi:application",
         host=args.host,
         port=args.port,
-        ws="websockets",
+        # WEB_WS picks another of uvicorn's WebSocket implementations, for comparisons.
+        ws=os.environ.get("WEB_WS", "websockets"),
         ws_max_size=settings.REALTIME_MAX_FRAME_BYTES,
         # Django's ASGI handler does not speak lifespan.
         lifespan="off",

@@ -34,6 +34,12 @@ def header(scope: dict, name: bytes) -> str:
     return ""
 
 
+def scope_session_key(scope: dict) -> str | None:
+    """The Django session key of the browser's cookie (SessionMiddleware), if any."""
+    session = scope.get("session")
+    return getattr(session, "session_key", None) if session is not None else None
+
+
 def client_address(scope: dict) -> str | None:
     """The client's IP address (daphne --proxy-headers puts X-Forwarded-For there)."""
     client = scope.get("client")
@@ -107,6 +113,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             transport="websocket",
             client_address=client_address(self.scope),
             user_agent=header(self.scope, b"user-agent"),
+            session_key=scope_session_key(self.scope),
         )
         self.rate = RateLimitItemPerSecond(
             settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S

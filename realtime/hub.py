@@ -28,6 +28,7 @@ from django.db import connection
 
 from changes.selectors import change_log_state
 from realtime.broadcast import BATCH_MESSAGE_TYPE, SYSTEM_MESSAGE_TYPE
+from realtime.control import CONTROL_MESSAGE_TYPE, control_dispatch
 from realtime.follower import ContextFollower, OutFrame
 from realtime.groups import SYSTEM_GROUP, context_group
 from realtime.services import connections_touch
@@ -187,6 +188,9 @@ class Hub:
                 continue
             if message.get("type") == SYSTEM_MESSAGE_TYPE:
                 await self._deliver_system(message["frame"])
+                continue
+            if message.get("type") == CONTROL_MESSAGE_TYPE:
+                await control_dispatch(self.sessions, message)
                 continue
             if message.get("type") != BATCH_MESSAGE_TYPE:
                 continue

@@ -30,6 +30,7 @@ from changes.selectors import (
 )
 from realtime import protocol
 from realtime.access import audience_of, contexts_authorize
+from realtime.control import client_key
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
 from realtime.services import connection_close, connection_contexts_set, connection_open
@@ -55,9 +56,12 @@ class LiveSession:
         client_address: str | None = None,
         user_agent: str = "",
         hub: Hub | None = None,
+        session_key: str | None = None,
     ):
         self.id = uuid.uuid4().hex
         self.user = user
+        # Who this connection belongs to across reconnects (realtime/control.py).
+        self.client_key = client_key(user, session_key)
         self.audience = audience_of(user)
         self.send = send
         self.transport = transport

@@ -47,7 +47,7 @@ from changes.publisher import json_dumps
 from changes.selectors import change_log_state
 from config.errors import error_body
 from realtime import protocol
-from realtime.consumers import client_address, header
+from realtime.consumers import client_address, header, scope_session_key
 from realtime.groups import session_group
 from realtime.hub import get_hub
 from realtime.services import connections_at_address
@@ -359,6 +359,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
             client_address=address,
             user_agent=header(self.scope, b"user-agent"),
             hub=hub,
+            session_key=scope_session_key(self.scope),
         )
         # `hello` tells the client how often to expect a heartbeat on this transport.
         self.session.policy["heartbeat_ms"] = int(HEARTBEAT_S * 1000)

@@ -1,0 +1,87 @@
+"""Messages to chosen live sessions on every server process: a user's new refresh
+policy, a notification for the sessions that may see it.
+
+A control message travels on the `system` group, which every process's hub joins; each
+hub hands it to the handler registered for its action, once per local session that the
+message targets (all sessions, or those of some clients). Apps register their handlers
+(`@control_handler("policy_changed")`), so realtime needs to know nothing about them.
+A client is a signed-in user (`user:<id>`) or an anonymous browser session
+(`anon:<session key>`); one client may hold several connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from realtime.groups import SYSTEM_GROUP
+
+if TYPE_CHECKING:
+    from realtime.session import LiveSession
+
+logger = logging.getLogger(__name__)
+
+CONTROL_MESSAGE_TYPE = "system.control"
+
+Handler = Callable[["LiveSession", dict], Awaitable[None]]
+_handlers: dict[str, Handler] = {}
+
+
+def client_key(user: Any, session_key: str | None) -> str | None:
+    """Who a connection belongs to, across its reconnects: the user, else the browser's
+    Django session; None for an anonymous client without a session cookie."""
+    if user is not None and getattr(user, "is_authenticated", False):
+        return f"user:{user.pk}"
+    return f"anon:{session_key}" if session_key else None
+
+
+def control_handler(action: str) -> Callable[[Handler], Handler]:
+    """Register the coroutine that applies `action` to one targeted session."""
+
+    def register(handler: Handler) -> Handler:
+        _handlers[action] = handler
+        return handler
+
+    return register
+
+
+async def control_send(action: str, payload: dict, *, clients: Iterable[str] | None = None) -> None:
+    """Send `action` to the sessions of `clients` (None: every session) everywhere."""
+    await get_channel_layer().group_send(
+        SYSTEM_GROUP,
+        {
+            "type": CONTROL_MESSAGE_TYPE,
+            "action": action,
+            "clients": None if clients is None else sorted(set(clients)),
+            "payload": payload,
+        },
+    )
+
+
+def control_send_sync(action: str, payload: dict, *, clients: Iterable[str] | None = None) -> None:
+    """control_send from synchronous code (services, the admin, Celery tasks)."""
+    async_to_sync(control_send)(action, payload, clients=clients)
+
+
+async def control_dispatch(sessions: Iterable[LiveSession], message: dict) -> int:
+    """Apply one control message to the targeted sessions of this process; how many."""
+    handler = _handlers.get(message.get("action", ""))
+    if handler is None:
+        logger.warning("no handler for control action %r", message.get("action"))
+        return 0
+    clients = message.get("clients")
+    targets = set(clients) if clients is not None else None
+    applied = 0
+    for session in list(sessions):
+        if targets is not None and session.client_key not in targets:
+            continue
+        try:
+            await handler(session, message.get("payload") or {})
+            applied += 1
+        except Exception:
+            logger.exception("control %s failed for session %s", message.get("action"), session.id)
+    return applied
