@@ -1,9 +1,9 @@
 """Bandwidth: what it costs to keep a 50-company view current, differential against reload.
 
-The real stack (daphne and `run_publisher`, bench/latency.py's Stack) on the 100,000-company
-bench database. The view is one directory page: `GET /api/companies/` (50 public
-companies, by name, every field: what the directory page shows). Two clients keep it
-current for 10 minutes of simulated time:
+The real stack (the web server, uvicorn as config/serve.py runs it, and `run_publisher`:
+bench/latency.py's Stack) on the 100,000-company bench database. The view is one
+directory page: `GET /api/companies/` (50 public companies, by name, every field: what
+the directory page shows). Two clients keep it current for 10 minutes of simulated time:
 
 - **differential**: loads that page once (the REST snapshot, with its `seq`), opens one
   WebSocket (the `websockets` library, as a browser would: no library keepalive pings,
@@ -12,8 +12,8 @@ current for 10 minutes of simulated time:
   context carries its profile and its emission records, all a directory row shows; 50 is
   also the per-connection subscription limit, so `companies` would not fit beside them).
   It applies every item to its copy of the page and sends an application `ping` every
-  15 s: docs/protocol.md asks a pinging client to speak within 90 s, and 15 s is under
-  daphne's 20 s idle keepalive, so daphne sends no WebSocket pings of its own.
+  15 s: docs/protocol.md asks a pinging client to speak within 90 s. The server's own
+  WebSocket pings (every 20 s, WEB_WS_PING_S) are counted too, compressed like the rest.
 - **naive**: loads the same page, then reloads it every 10 s (60 reloads in 10 min):
   full representation, no `If-None-Match`, one keep-alive HTTP/1.1 connection. Both
   clients send the same browser-like request headers.
@@ -77,10 +77,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from bench.common import bench_database_ready, result_write, verdict
-from bench.latency import Stack, active_connections_tidy, stop_on_sigterm
+from bench.latency import PRODUCT_SERVER, Stack, active_connections_tidy, stop_on_sigterm
 
 REAL_S = 600.0  # the scenario's 10 minutes
 RELOAD_S = 10.0
+# The web server's WebSocket ping interval (config/serve.py).
+WS_PING_S = 20.0
 HEARTBEAT_S = 25.0  # REALTIME_HEARTBEAT_S's default
 PING_S = 15.0
 MESSAGE_RATE = 30  # REALTIME_MESSAGE_RATE's default, per 10 s
@@ -748,9 +750,11 @@ def converged(run: dict) -> dict:
 
 
 def stack_env(factor: float) -> dict[str, str]:
-    """Server settings compressed by `factor` (config/settings.py reads them)."""
+    """Server settings compressed by `factor` (config/settings.py and config/serve.py
+    read them)."""
     return {
         "REALTIME_HEARTBEAT_S": f"{HEARTBEAT_S / factor:.4f}",
+        "WEB_WS_PING_S": f"{WS_PING_S / factor:.4f}",
         "REALTIME_MESSAGE_RATE": str(math.ceil(MESSAGE_RATE * factor)),
     }
 
@@ -763,7 +767,7 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-bandwidth-") as tmp:
         workdir = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        stack = Stack("daphne", database_url, workdir, env=stack_env(factor))
+        stack = Stack(PRODUCT_SERVER, database_url, workdir, env=stack_env(factor))
         stack.start()
         naive = HttpClient(stack.port)
         try:
@@ -811,8 +815,7 @@ def main() -> None:
         "--ping-s",
         type=float,
         default=PING_S,
-        help="the client's ping interval in real seconds; keep it under daphne's 20 s idle"
-        " keepalive, which is not compressed",
+        help="the client's ping interval in real seconds",
     )
     parser.add_argument("--background-rate", type=float, default=BACKGROUND_RATE)
     parser.add_argument("--companies", type=int, default=100_000)
@@ -895,7 +898,8 @@ def report_section(data: dict) -> list[str]:
         "",
         f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
         f" (`python -m bench.bandwidth{' --quick' if data['mode'] == 'quick' else ''}`,"
-        f" {data['duration_s']:.0f} s): daphne and `run_publisher` on the 100,000-company"
+        f" {data['duration_s']:.0f} s): the web server (uvicorn) and `run_publisher` on the"
+        " 100,000-company"
         f" bench database. A {data['view_size']}-company view (`GET {data['endpoint']}`, one"
         f" directory page, every field) kept current for {minutes:.0f} minutes by two"
         " clients: *differential* loads it once and follows the companies' 50"
@@ -1014,8 +1018,9 @@ def bandwidth_notes(data: dict) -> list[str]:
         f" wait for the next reload by {factor:g} and adding the request's own time"
         f" (p50 {naive['request_ms_p50']} ms). The differential latency needs no conversion:"
         " a change travels alone at these rates.",
-        f"- The server sends the JSON uncompressed (no gzip middleware, and daphne does not"
-        " accept permessage-deflate). Were a proxy to gzip the REST answers, a page would be"
+        f"- The server sends the JSON uncompressed (no gzip middleware, and the web server"
+        " declines permessage-deflate: config/serve.py says why). Were a proxy to gzip the"
+        " REST answers, a page would be"
         f" {naive['body_gzip_bytes']:,} B instead of {naive['body_bytes']:,} B and the naive"
         f" client would receive about {_kb(gzip_total)}: still"
         f" {gzip_total / dr['total']:.1f}x the differential client.",

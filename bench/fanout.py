@@ -22,6 +22,7 @@ generator processes all follow one company's context.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -32,9 +33,10 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import bench_database_ready, result_write, verdict
+from bench.common import RESULTS, bench_database_ready, result_write, verdict
 from bench.latency import (
     POOL_YEAR,
+    PRODUCT_SERVER,
     SERVERS,
     Fleet,
     Stack,
@@ -269,8 +271,54 @@ def report_section(data: dict) -> list[str]:
                 f" {s['web_rss_kb'] / 1024:.0f} MB | {cpu['web']} / {cpu['loadgens']} /"
                 f" {cpu['machine']} | {'yes' if s['sustained'] else 'no'} |"
             )
-    lines += ["", *fanout_notes(data), ""]
+    lines += ["", *fanout_notes(data), *baseline_notes(data), ""]
     return lines
+
+
+def baseline_notes(data: dict) -> list[str]:
+    """The product's deliveries/s and CPU per delivery as ratios to the baselines
+    (bench/baselines.py) measured in the same `make bench`."""
+    path = RESULTS / "baselines.json"
+    if not path.exists():
+        return []
+    from bench.baselines import sustained
+
+    base = json.loads(path.read_text())
+    clients = base.get("clients")
+    cpu = {
+        name: statistics.median(
+            s["server_us_per_delivery"] for s in run["steps"] if s["server_us_per_delivery"]
+        )
+        for name, run in base.get("servers", {}).items()
+        if any(s["server_us_per_delivery"] for s in run["steps"])
+    }
+    notes = []
+    for run in [run for run in data["runs"] if "one_change" in run]:
+        best = run["max_sustained_deliveries_per_s"]
+        per = [
+            s["cpu_cores"]["web"] / s["deliveries_per_s"] * 1e6
+            for s in run["steps"]
+            if s["deliveries_per_s"]
+        ]
+        parts = []
+        for name, label in (
+            ("channels", "a plain Channels consumer per connection"),
+            ("websockets", "a bare `websockets` broadcast"),
+        ):
+            rate = sustained(base, name)
+            if rate and best:
+                parts.append(f"{best / rate:.2f}x the deliveries/s of {label} ({rate:,.0f}/s)")
+            if per and name in cpu:
+                parts.append(
+                    f"{statistics.median(per) / cpu[name]:.1f}x its server CPU per delivery"
+                    f" ({statistics.median(per):.0f} against {cpu[name]:.0f} us)"
+                )
+        if parts:
+            notes.append(
+                f"- {run['server']} against the baselines ({clients:,} clients there,"
+                f" {run['clients']:,} here): " + "; ".join(parts) + "."
+            )
+    return notes
 
 
 def fanout_notes(data: dict) -> list[str]:
@@ -342,7 +390,7 @@ def _floats(text: str) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 clients, daphne")
+    parser.add_argument("--quick", action="store_true", help="1,000 clients, uvicorn")
     parser.add_argument("--clients", type=int, help="default 5000, quick 1000")
     parser.add_argument("--repeat", type=int, help="single changes (default 10, quick 5)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between them")
@@ -352,7 +400,7 @@ def main() -> None:
         "--server",
         action="append",
         choices=SERVERS,
-        help="repeatable (default daphne and uvicorn, quick daphne)",
+        help="repeatable (default uvicorn and daphne, quick uvicorn)",
     )
     parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=11)
@@ -366,7 +414,7 @@ def main() -> None:
     )
     args.seconds = args.seconds or (3.0 if quick else 5.0)
     args.repeat = args.repeat or (5 if quick else 10)
-    servers = args.server or (["daphne"] if quick else list(SERVERS))
+    servers = args.server or ([PRODUCT_SERVER] if quick else list(SERVERS))
     if "uvicorn" in servers and uvicorn_missing():
         sys.exit("uvicorn is not installed: pip install 'uvicorn[standard]>=0.30,<1'")
 

@@ -1,7 +1,8 @@
-"""Memory per idle live connection: WebSocket and Server-Sent Events, on one daphne process.
+"""Memory per idle live connection: WebSocket and Server-Sent Events, on one web server
+process (uvicorn, as config/serve.py runs it).
 
 DESIGN.md: "memory per idle WebSocket connection: under 35 KB (a minimal consumer: 32 to
-45 KB measured here)". For each transport the scenario starts a fresh daphne process
+45 KB measured here)". For each transport the scenario starts a fresh web server process
 (raised open-file limit, SIGUSR1 runs a full garbage collection in it), then two client
 processes (bench/loadclients.py) open idle connections in steps (0, 1,000, 5,000;
 `--quick`: 0, 200, 1,000). Every connection subscribes to one company context (100
@@ -60,14 +61,16 @@ QUICK_SETTLE = (4.0, 3)
 
 
 def serve(port: int) -> None:
-    """Run daphne in this process, with the open-file limit raised and SIGUSR1 bound to a
-    full collection (so a reading is not inflated by garbage waiting for the collector)."""
+    """Run the product's web server (config/serve.py: uvicorn) in this process, with the
+    open-file limit raised and SIGUSR1 bound to a full collection (so a reading is not
+    inflated by garbage waiting for the collector)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     signal.signal(signal.SIGUSR1, lambda *_: gc.collect())
-    from daphne.cli import CommandLineInterface
+    from config import serve as web_server
 
-    CommandLineInterface().run(["-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
+    sys.argv = ["config.serve", "--host", "127.0.0.1", "--port", str(port)]
+    web_server.main()
 
 
 def free_port() -> int:
@@ -92,7 +95,7 @@ def open_files(pid: int) -> int:
 
 
 class Server:
-    """One daphne process on a free loopback port, logging to a file."""
+    """One web server process on a free loopback port, logging to a file."""
 
     def __init__(self, database_url: str, log: Path):
         self.port = free_port()
@@ -105,6 +108,7 @@ class Server:
             "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "100000",
             "DEBUG": "0",
             "PYTHONUNBUFFERED": "1",
+            "WEB_ACCESS_LOG": "0",
         }
         self.log = log.open("w")
         self.process = subprocess.Popen(
@@ -123,13 +127,13 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}")
+                raise RuntimeError(f"the web server exited with {self.process.returncode}")
             try:
                 httpx.get(f"{self.base}/api/realtime/health", timeout=5)
                 return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise TimeoutError("daphne did not start")
+        raise TimeoutError("the web server did not start")
 
     def collect(self) -> None:
         os.kill(self.pid, signal.SIGUSR1)
@@ -252,7 +256,7 @@ def transport_run(
     quick: bool = False,
 ) -> dict[str, Any]:
     """Open connections of one transport in steps on a fresh server; RSS at each step."""
-    server = Server(database_url, logs / f"daphne-{transport}.log")
+    server = Server(database_url, logs / f"web-{transport}.log")
     clients: list[Client] = []
     client_log = (logs / f"clients-{transport}.log").open("w")
     readings: list[dict[str, Any]] = []
@@ -337,7 +341,7 @@ def report_section(data: dict) -> list[str]:
         "## Memory per idle connection",
         "",
         f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
-        f" (`python -m bench.memory{' --quick' if data['quick'] else ''}`; one daphne process"
+        f" (`python -m bench.memory{' --quick' if data['quick'] else ''}`; one uvicorn process"
         " per transport, started fresh; two client processes open idle connections in steps"
         f" of {', '.join(f'{s:,}' for s in data['steps'])}, each subscribed to one of"
         f" {CONTEXT_COMPANIES} company contexts; the server's VmRSS after it settled and a"
@@ -353,7 +357,7 @@ def report_section(data: dict) -> list[str]:
         if not run:
             continue
         lines.append(
-            f"| daphne process, no connection ({name} run) | | "
+            f"| uvicorn process, no connection ({name} run) | | "
             f"{run['base_rss_kb'] / 1024:.0f} MB | |"
         )
         for index, slope in enumerate(run["slopes"]):

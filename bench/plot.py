@@ -26,7 +26,7 @@ def main() -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     if latency:
-        cells = [c for c in latency["cells"] if c.get("server", "daphne") == "daphne"]
+        cells = [c for c in latency["cells"] if c.get("server") == "uvicorn"]
         for rate in sorted({c["rate"] for c in cells}):
             row = sorted((c for c in cells if c["rate"] == rate), key=lambda c: c["clients"])
             clients = [c["clients"] for c in row]
@@ -39,7 +39,7 @@ def main() -> None:
                 label=f"p99, {rate}/s",
             )
         left.axhline(150, color="grey", linewidth=0.8)
-        left.set_xlabel("WebSocket clients (one daphne process)")
+        left.set_xlabel("WebSocket clients (one uvicorn process)")
         left.set_ylabel("commit to client, ms")
         left.set_title("Latency")
         left.legend(fontsize=7)
@@ -54,7 +54,7 @@ def main() -> None:
                     label="WebSocket" if transport == "ws" else "SSE",
                 )
         right.set_xlabel("idle connections")
-        right.set_ylabel("daphne RSS, MB")
+        right.set_ylabel("uvicorn RSS, MB")
         right.set_title("Memory")
         right.legend(fontsize=7)
     figure.tight_layout()

@@ -47,7 +47,7 @@ def main() -> None:
         lines += [
             "## Growth",
             "",
-            "Latency and memory of one daphne process as clients grow"
+            "Latency and memory of one web server process (uvicorn, the product's) as clients grow"
             " (`python -m bench.plot`, from the latency and memory results above).",
             "",
             "![latency and memory growth](benchmarks-growth.png)",

@@ -1,6 +1,7 @@
 """Commit to client over Server-Sent Events and long-polling, on the real stack.
 
-bench/latency.py's measurement, for the two HTTP transports of PROTOCOL.md: daphne and
+bench/latency.py's measurement, for the two HTTP transports of PROTOCOL.md: the web server
+(uvicorn, as config/serve.py runs it) and
 `manage.py run_publisher` on the bench database (latency.Stack, a fresh one per
 transport), N clients in load generator processes (bench/loadgen_http.py: one HTTP
 connection per client, each from a loopback address of its own), 60% of them following
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from bench.common import bench_database_ready, result_write, verdict
 from bench.latency import (
+    PRODUCT_SERVER,
     Fleet,
     Stack,
     Workload,
@@ -109,7 +111,7 @@ def run_transport(
     """Every rate for one transport, on a stack of its own (its own Redis prefix, so the
     poll limiter's counts start afresh), with one fleet connected throughout."""
     cells: list[dict] = []
-    stack = Stack("daphne", database_url, workdir)
+    stack = Stack(PRODUCT_SERVER, database_url, workdir)
     fleet = None
     writer = None
     try:
@@ -216,7 +218,7 @@ def report_section(data: dict) -> list[str]:
         "",
         f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
         f" (`python -m bench.transports{' --quick' if data['mode'] == 'quick' else ''}`, "
-        f"{data['duration_s'] / 60:.1f} min): as in the WebSocket section (daphne and"
+        f"{data['duration_s'] / 60:.1f} min): as in the WebSocket section (uvicorn and"
         " `run_publisher` on the bench database, the 60/30/10 mix, the same stamped writer),"
         " with the HTTP transports of PROTOCOL.md, a fresh stack for each. SSE: one"
         " `/api/stream/dashboard` stream per client. Long-poll: each client loops"

@@ -1,5 +1,5 @@
-"""The web server process: uvicorn (with the `websockets` implementation and uvloop)
-serving `config.asgi:application`, HTTP and WebSocket.
+"""The web server process: uvicorn (with uvloop and its sans-I/O `websockets`
+implementation) serving `config.asgi:application`, HTTP and WebSocket.
 
     python -m config.serve [--host 127.0.0.1] [--port 8000]
 
@@ -36,9 +36,19 @@ def main() -> None:
         "config.asgi:application",
         host=args.host,
         port=args.port,
-        # WEB_WS picks another of uvicorn's WebSocket implementations, for comparisons.
-        ws=os.environ.get("WEB_WS", "websockets"),
+        # WEB_WS and WEB_LOOP pick another of uvicorn's WebSocket implementations and event
+        # loops, for comparisons (bench/).
+        ws=os.environ.get("WEB_WS", "websockets-sansio"),
+        loop=os.environ.get("WEB_LOOP", "auto"),
         ws_max_size=settings.REALTIME_MAX_FRAME_BYTES,
+        # No permessage-deflate (browsers offer it): the hub sends one encoded frame to
+        # thousands of connections, and compressing it again for each would cost CPU per
+        # delivery and a zlib state per connection (idle memory measured 152 KB per
+        # connection with it, 50 without). daphne does not compress either.
+        ws_per_message_deflate=False,
+        # WebSocket pings keep idle connections open through proxies and find dead ones.
+        ws_ping_interval=float(os.environ.get("WEB_WS_PING_S", "20")),
+        ws_ping_timeout=float(os.environ.get("WEB_WS_PING_S", "20")),
         # Django's ASGI handler does not speak lifespan.
         lifespan="off",
         proxy_headers=True,
