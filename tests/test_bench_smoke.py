@@ -1,6 +1,6 @@
 """`bench/` runs: a tiny fan-out scenario on the real stack, then the report.
 
-Not a timing test: it checks that the benchmark machinery (bench database, daphne and
+Not a timing test: it checks that the benchmark machinery (bench database, the web server and
 the publisher as processes, load generator processes, the loss check, the report) works,
 so `make bench` does not rot between runs. Figures go to a temporary directory; the
 committed ones in bench/results/ are left alone.
@@ -42,7 +42,7 @@ def test_fanout_scenario_runs_and_reports(bench_database, tmp_path):
         "BENCH_DATABASE": bench_database,
         "BENCH_RESULTS": str(tmp_path),
     }
-    scenario = [sys.executable, "-m", "bench.fanout", "--server", "daphne"]
+    scenario = [sys.executable, "-m", "bench.fanout", "--server", "uvicorn"]
     scenario += ["--clients", "20", "--repeat", "2", "--rates", "2", "--seconds", "2"]
     scenario += ["--companies", "300", "--loadgen-timeout", "120"]
     subprocess.run(scenario, cwd=REPO, env=env, check=True, timeout=240)
@@ -50,7 +50,7 @@ def test_fanout_scenario_runs_and_reports(bench_database, tmp_path):
     data = json.loads((tmp_path / "fanout.json").read_text())
     assert data["errors"] == []
     [run] = data["runs"]
-    assert run["server"] == "daphne"
+    assert run["server"] == "uvicorn"
     assert run["connected"] == 20
     assert all(change["all_delivered"] for change in run["one_change"]["changes"])
     [step] = run["steps"]
@@ -61,4 +61,4 @@ def test_fanout_scenario_runs_and_reports(bench_database, tmp_path):
     subprocess.run(report, cwd=REPO, env=env, check=True, timeout=60)
     text = out.read_text()
     assert "## Fan-out" in text
-    assert "daphne" in text
+    assert "uvicorn" in text
