@@ -378,12 +378,17 @@ def _cursor_missing(conn: psycopg.Connection, context: str, missed: int) -> tupl
 
 
 def _django_setup(url: str) -> None:
-    """Django against the log's database, in this process (settings read it at setup)."""
+    """Django against the log's database, in this process (settings read it at setup),
+    with the garbage collector set as a web server process sets it (config/asgi.py):
+    catch-ups are served there, so that is the collector they meet."""
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()
+    from realtime.server import garbage_collector_tune
+
+    garbage_collector_tune()
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -292,8 +292,8 @@ def report_section(data: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--companies", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="one run per variant, 4 s of writers")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(

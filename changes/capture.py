@@ -174,3 +174,31 @@ def capture_pause_in_transaction(cursor) -> None:
     followed by a change-log reset). Works on raw psycopg cursors too, for COPY."""
     names = ",".join(capture_trigger_pgids())
     cursor.execute("SELECT set_config('pgtrigger.ignore', %s, true)", ["{" + names + "}"])
+
+
+# Every trigger of django-pgtrigger first asks `_pgtrigger_should_ignore(TG_NAME)`.
+# pgtrigger's own version reads the `pgtrigger.ignore` setting inside a PL/pgSQL block
+# with an EXCEPTION clause, and such a block opens a subtransaction on every call: for
+# a single-row UPDATE that is most of what capture adds to the statement. This version
+# asks for the setting with missing_ok instead (no exception, no subtransaction) and
+# answers the same: true only when the trigger is listed. An empty setting (after a
+# transaction that set it locally ended) reads as "nothing ignored", as before.
+FAST_IGNORE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {name}(trigger_name name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(
+        trigger_name = ANY(NULLIF(current_setting('pgtrigger.ignore', true), '')::text[]),
+        false
+    )
+$$
+"""
+
+
+def fast_ignore_function_install(using: str = "default") -> None:
+    """Replace pgtrigger's ignore check with the subtransaction-free one. Run after every
+    migrate: installing any pgtrigger trigger puts pgtrigger's version back."""
+    from django.db import connections
+    from pgtrigger.core import _ignore_func_name
+
+    with connections[using].cursor() as cursor:
+        cursor.execute(FAST_IGNORE_FUNCTION.format(name=_ignore_func_name()))

@@ -11,7 +11,6 @@ the epoch and the head.
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 from django.db.models import Func, Q
 
@@ -31,6 +30,17 @@ class ClockTimestamp(Func):
     output_field = models.DateTimeField()
 
 
+class TimeOrderedUUID(Func):
+    """uuid_time_ordered() (migration 0003): a version 7 UUID, its first 48 bits the time
+    in milliseconds, the rest random. New rows land at the right end of the primary-key
+    index; random (version 4) ids put each of a bulk statement's rows on a different
+    index page, which measured as a large part of what capture added to a 100,000-row
+    UPDATE (docs/benchmarks.md)."""
+
+    template = "uuid_time_ordered()"
+    output_field = models.UUIDField()
+
+
 class NextCaptureId(Func):
     template = "nextval('data_changes_capture_id_seq')"
     output_field = models.BigIntegerField()
@@ -45,7 +55,7 @@ class ChangeType(models.TextChoices):
 class DataChange(models.Model):
     """One captured change of a tracked row (or one aggregate the publisher moved)."""
 
-    id = models.UUIDField(primary_key=True, db_default=RandomUUID(), editable=False)
+    id = models.UUIDField(primary_key=True, db_default=TimeOrderedUUID(), editable=False)
     # Capture order: a sequence the trigger draws from. Row locks serialise the writers of
     # one record, so for any one record this is its commit order.
     capture_id = models.BigIntegerField(db_default=NextCaptureId(), editable=False)

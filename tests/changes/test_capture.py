@@ -166,3 +166,54 @@ def test_tracked_columns_are_not_null(db):
             [spec.table, list(spec.columns)],
         )
         assert nullable == [], spec.table
+
+
+def test_the_ignore_check_is_ours_without_a_subtransaction(db):
+    """post_migrate replaced pgtrigger's ignore check (an EXCEPTION block, so a
+    subtransaction per trigger call) with the plain SQL one."""
+    [(language, source)] = sql(
+        "SELECT l.lanname, p.prosrc FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+        " WHERE p.proname = '_pgtrigger_should_ignore'"
+    )
+    assert language == "sql"
+    assert "EXCEPTION" not in source.upper()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_paused_capture_skips_the_transaction_and_only_it(world):
+    from django.db import connection, transaction
+
+    from changes.capture import capture_pause_in_transaction
+
+    sql("DELETE FROM data_changes")
+    with transaction.atomic(), connection.cursor() as cursor:
+        capture_pause_in_transaction(cursor)
+        cursor.execute("UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1")
+    assert change_rows() == []
+    # The setting was local: empty now, and an empty setting ignores nothing.
+    assert sql("SELECT current_setting('pgtrigger.ignore', true)") == [("",)]
+    sql("UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1")
+    assert len(change_rows(entity="emission_record")) == 4
+
+
+def test_pgtriggers_own_ignore_still_works(world):
+    import pgtrigger
+
+    sql("DELETE FROM data_changes")
+    with pgtrigger.ignore("emissions.EmissionRecord:capture_emission_record_update"):
+        sql("UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1")
+    assert change_rows() == []
+    sql("UPDATE emission_records SET scope2_tonnes = scope2_tonnes + 1")
+    assert {row["change_type"] for row in change_rows()} == {"update"}
+
+
+def test_change_ids_are_time_ordered_version_7_uuids(world):
+    """New log rows land at the right end of the primary-key index."""
+    import uuid
+
+    sql("UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1")
+    ids = [uuid.UUID(str(row[0])) for row in sql("SELECT id FROM data_changes ORDER BY capture_id")]
+    assert len(ids) >= 8
+    assert {i.version for i in ids} == {7}
+    milliseconds = [int(i.hex[:12], 16) for i in ids]
+    assert milliseconds == sorted(milliseconds)
