@@ -1,5 +1,6 @@
 """The web server process: uvicorn (with uvloop and its sans-I/O `websockets`
-implementation) serving `config.asgi:application`, HTTP and WebSocket.
+implementation, closing gracefully: realtime/wsprotocol.py) serving
+`config.asgi:application`, HTTP and WebSocket.
 
     python -m config.serve [--host 127.0.0.1] [--port 8000]
 
@@ -38,7 +39,7 @@ def main() -> None:
         port=args.port,
         # WEB_WS and WEB_LOOP pick another of uvicorn's WebSocket implementations and event
         # loops, for comparisons (bench/).
-        ws=os.environ.get("WEB_WS", "websockets-sansio"),
+        ws=os.environ.get("WEB_WS", "realtime.wsprotocol:GracefulCloseWebSocketProtocol"),
         loop=os.environ.get("WEB_LOOP", "auto"),
         ws_max_size=settings.REALTIME_MAX_FRAME_BYTES,
         # No permessage-deflate (browsers offer it): the hub sends one encoded frame to
