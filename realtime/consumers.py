@@ -81,6 +81,12 @@ def _contexts(message: dict) -> list[str]:
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """One dashboard connection."""
 
+    # No channel-layer channel of its own: the process's hub receives every frame and
+    # control message for its connections. A channel per connection would cost a Redis
+    # SUBSCRIBE at connect, a queue and a waiting task for as long as it is open.
+    # (get_channel_layer answers None for an alias that is not configured.)
+    channel_layer_alias = "none: the hub receives for every connection"
+
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its thread hop to close_old_connections before
         every client message: every database call here goes through
@@ -125,12 +131,13 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         await self.session.hub.start()
         await self.session.open()
         self.session.hub.transports.add(self)
-        self.heartbeat = asyncio.create_task(self._heartbeats())
+        self.heartbeat_schedule()
+        self.session.hub.beating.add(self)
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        if hasattr(self, "heartbeat"):
-            self.heartbeat.cancel()
+        if hasattr(self, "session"):
+            self.session.hub.beating.discard(self)
         if hasattr(self, "session"):
             self.session.hub.transports.discard(self)
             await self.session.close()
@@ -146,17 +153,23 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             # Straight to the ASGI send: this is the per-delivery path.
             await self.base_send({"type": "websocket.send", "text": text})
 
-    async def _heartbeats(self) -> None:
+    def heartbeat_schedule(self) -> None:
+        # Jitter keeps thousands of connections from beating in step.
         interval = settings.REALTIME_HEARTBEAT_S
-        while True:
-            # Jitter keeps thousands of connections from beating in step.
-            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
-            silent_for = asyncio.get_running_loop().time() - self.last_message_at
-            if self.keepalive_armed and silent_for > settings.REALTIME_CLIENT_TIMEOUT_S:
-                self.closing = True
-                await self.close(code=protocol.CLOSE_HEARTBEAT_TIMEOUT, reason="heartbeat timeout")
-                return
-            await self._send_text(protocol.heartbeat(seq=await self.session.hub.head_seq()))
+        self.heartbeat_at = asyncio.get_running_loop().time() + interval * random.uniform(0.8, 1.0)
+
+    async def heartbeat(self, head_seq: int) -> None:
+        """Called by the hub's heartbeat loop once heartbeat_at has passed (one loop for
+        every connection of the process instead of a task each: less memory per idle
+        connection). A client that pinged and then went silent is closed with 4408."""
+        silent_for = asyncio.get_running_loop().time() - self.last_message_at
+        if self.keepalive_armed and silent_for > settings.REALTIME_CLIENT_TIMEOUT_S:
+            self.closing = True
+            self.session.hub.beating.discard(self)
+            await self.close(code=protocol.CLOSE_HEARTBEAT_TIMEOUT, reason="heartbeat timeout")
+            return
+        self.heartbeat_schedule()
+        await self._send_text(protocol.heartbeat(seq=head_seq))
 
     # -- receiving ---------------------------------------------------------------------
 

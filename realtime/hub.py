@@ -40,6 +40,9 @@ RECEIVE_RETRY_S = 1.0
 # Heartbeats of every connection share one read of the head per this many seconds: at
 # 5,000 connections a read each was 200 queries a second on the one database thread.
 HEAD_CACHE_S = 1.0
+# How often the heartbeat loop looks for connections due a heartbeat (their jitter is
+# coarser than this).
+HEARTBEAT_TICK_S = 0.5
 # Between sending 4503 to every client and letting the server stop.
 SHUTDOWN_GRACE_S = 0.5
 
@@ -78,6 +81,9 @@ class Hub:
         # every transport connection, to be told when the process stops.
         self.sessions: set = set()
         self.transports: set = set()
+        # WebSocket connections, beaten by one loop (heartbeat_loop) instead of a task each.
+        self.beating: set = set()
+        self.heartbeat_task: asyncio.Task | None = None
         self.stopping = False
         self._head: tuple[float, int] | None = None
         self.touch_task: asyncio.Task | None = None
@@ -100,6 +106,10 @@ class Hub:
             self.channel = await self.layer.new_channel("hub.")
             await self.layer.group_add(SYSTEM_GROUP, self.channel)
             self.task = asyncio.create_task(self._receive_loop(), name="realtime-hub")
+        if self.heartbeat_task is None or self.heartbeat_task.done():
+            self.heartbeat_task = asyncio.create_task(
+                self._heartbeat_loop(), name="realtime-heartbeats"
+            )
         if self.touch_task is None or self.touch_task.done():
             self.touch_task = asyncio.create_task(self._touch_loop(), name="realtime-touch")
             self._take_over_sigterm()
@@ -131,6 +141,26 @@ class Hub:
         await asyncio.sleep(SHUTDOWN_GRACE_S)
         if then is not None:
             then()
+
+    async def _heartbeat_loop(self) -> None:
+        """Every HEARTBEAT_TICK_S, beat the connections whose heartbeat is due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEARTBEAT_TICK_S)
+            now = loop.time()
+            due = [c for c in list(self.beating) if c.heartbeat_at <= now]
+            if not due:
+                continue
+            try:
+                head = await self.head_seq()
+            except Exception:
+                logger.exception("heartbeats: cannot read the head")
+                continue
+            for consumer in due:
+                try:
+                    await consumer.heartbeat(head)
+                except Exception:
+                    logger.exception("a heartbeat failed")
 
     async def _touch_loop(self) -> None:
         """Refresh last_seen of this process's connections in one statement per period."""
