@@ -271,8 +271,39 @@ def report_section(data: dict) -> list[str]:
                 f" {s['web_rss_kb'] / 1024:.0f} MB | {cpu['web']} / {cpu['loadgens']} /"
                 f" {cpu['machine']} | {'yes' if s['sustained'] else 'no'} |"
             )
-    lines += ["", *fanout_notes(data), *baseline_notes(data), ""]
+    lines += ["", *fanout_notes(data), *baseline_notes(data), *ceiling_notes(data), ""]
     return lines
+
+
+def ceiling_notes(data: dict) -> list[str]:
+    """What bounds deliveries/s on this machine, from the steps' CPU: the server's CPU
+    per delivery gives one process's ceiling (one core), the load generators' share of the
+    same two cores gives the machine's."""
+    notes = []
+    for run in [run for run in data["runs"] if "one_change" in run]:
+        steps = [s for s in run["steps"] if s["deliveries_per_s"]]
+        if not steps:
+            continue
+        server_us = statistics.median(
+            s["cpu_cores"]["web"] / s["deliveries_per_s"] * 1e6 for s in steps
+        )
+        client_us = statistics.median(
+            s["cpu_cores"]["loadgens"] / s["deliveries_per_s"] * 1e6 for s in steps
+        )
+        cores = data["machine"]["cores"]
+        notes.append(
+            f"- {run['server']}: what bounds it here. The server spent {server_us:.0f} us of CPU"
+            f" per delivery, so one process, given a whole core, tops out near"
+            f" {1e6 / server_us:,.0f}/s; the load generators, on the same {cores} cores, spent"
+            f" {client_us:.0f} us per delivery receiving, parsing and checking each frame, so"
+            f" the machine runs out at about {cores * 1e6 / (server_us + client_us):,.0f}/s"
+            f" whatever the server does. 50,000/s from one process needs at most"
+            f" {1e6 / TARGET_DELIVERIES:.0f} us per delivery and the clients on other cores;"
+            " on this stack that means a second server process (the hub design scales out"
+            " behind a load balancer: each process receives each frame once) or a lighter"
+            " send path per connection."
+        )
+    return notes
 
 
 def baseline_notes(data: dict) -> list[str]:
