@@ -275,9 +275,13 @@ def refresh_preferences_get(*, user: Any, session_key: str | None) -> Preference
 # -- the effective policy ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClientPolicy:
-    """A client's effective policy: who it is, what it chose, and the wire dict."""
+    """A client's effective policy: who it is, what it chose, and the wire dict.
+
+    Shared between the connections of clients with the same inputs (see
+    client_policy_combine): never mutate `policy`.
+    """
 
     user_type: str
     preferences: PreferenceSnapshot
@@ -315,12 +319,34 @@ def _category_policy(values: PolicyValues, chosen: str | None, floors: dict) -> 
     }
 
 
+# The effective policy of clients without preferences, per user type, for the table it
+# was computed from: thousands of anonymous connections share one object instead of each
+# holding a copy (memory per idle connection is a benchmark target).
+_shared_lock = threading.Lock()
+_shared: dict[str, tuple[PolicyTable, dict, ClientPolicy]] = {}
+
+
 def client_policy_combine(
     *, user_type: str, preferences: PreferenceSnapshot, table: PolicyTable
 ) -> ClientPolicy:
     """The effective policy from its three inputs; pure (no database), so async code may
     call it to re-apply a new policy table to preferences it already holds."""
     floors = settings.REALTIME_DEFAULT_POLICY
+    if preferences is NO_PREFERENCES:
+        with _shared_lock:
+            shared = _shared.get(user_type)
+        if shared is not None and shared[0] is table and shared[1] == floors:
+            return shared[2]
+        resolved = _combine(user_type, preferences, table, floors)
+        with _shared_lock:
+            _shared[user_type] = (table, dict(floors), resolved)
+        return resolved
+    return _combine(user_type, preferences, table, floors)
+
+
+def _combine(
+    user_type: str, preferences: PreferenceSnapshot, table: PolicyTable, floors: dict
+) -> ClientPolicy:
     categories = {
         category: _category_policy(
             table[(user_type, category)], preferences.modes.get(category), floors

@@ -356,9 +356,10 @@ def _policy_items_validate(document: Any) -> list[dict]:
             errors.add(f"{path}.user_type", f"One of {', '.join(UserType.values)}.")
         if not isinstance(category, str) or category not in Category.values:
             errors.add(f"{path}.category", f"One of {', '.join(Category.values)}.")
-        if (user_type, category) in seen:
-            errors.add(path, "The same user type and category appear twice.")
-        seen.add((user_type, category))
+        if isinstance(user_type, str) and isinstance(category, str):
+            if (user_type, category) in seen:
+                errors.add(path, "The same user type and category appear twice.")
+            seen.add((user_type, category))
         if not set(item) & set(POLICY_FIELDS):
             errors.add(path, f"Name at least one of {', '.join(POLICY_FIELDS)}.")
     if errors:
@@ -399,8 +400,8 @@ def refresh_policies_update(*, actor: Any, document: Any, via: str = "api") -> l
     for (user_type, category), row, before, after in planned:
         # Stored in the canonical order (websocket, sse, polling), like the table reads.
         after = policy_values_of(after).as_dict()
-        if after == before and row is not None:
-            continue
+        if after == before:
+            continue  # nothing to change, audit or announce
         if row is None:
             row = RefreshPolicy(user_type=user_type, category=category)
         for name, value in after.items():

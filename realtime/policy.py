@@ -18,6 +18,7 @@ sessions keep their user type and preferences, and the new policy table is read 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,20 @@ class ContextRule:
 
 # Before a policy is resolved (and for contexts of no category): as published.
 FREE_RULE = ContextRule(0.0, 0.0, True)
+
+
+_rules: weakref.WeakKeyDictionary[ClientPolicy, dict[str, ContextRule]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def client_policy_rules(resolved: ClientPolicy) -> dict[str, ContextRule]:
+    """The rules of an effective policy, computed once per policy object (sessions of
+    clients without preferences share one)."""
+    rules = _rules.get(resolved)
+    if rules is None:
+        rules = _rules[resolved] = context_rules(resolved.policy)
+    return rules
 
 
 def context_rules(policy: dict) -> dict[str, ContextRule]:

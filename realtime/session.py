@@ -37,7 +37,7 @@ from realtime.access import audience_of, contexts_authorize
 from realtime.control import client_key
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
-from realtime.policy import FREE_RULE, ContextRule, client_policy_load, context_rules
+from realtime.policy import FREE_RULE, ContextRule, client_policy_load, client_policy_rules
 from realtime.services import connection_close, connection_contexts_set, connection_open
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,9 @@ class LiveSession:
         self.held_since: dict[str, float] = {}
         self.flush_tasks: dict[str, asyncio.Task] = {}
         self.flush_wakeups: dict[str, asyncio.Event] = {}
-        # Contexts whose held frames overflowed HELD_MAX_FRAMES: re-read from the log.
-        self.held_overflow: set[str] = set()
+        # Contexts whose held frames overflowed HELD_MAX_FRAMES, to re-read from the log
+        # (a dict: an empty one is a third of an empty set, on every connection).
+        self.held_overflow: dict[str, bool] = {}
         # Set by the transport: ends the connection when its policy stops allowing it.
         self.on_transport_refused: Callable[[], Awaitable[None]] | None = None
 
@@ -137,7 +138,7 @@ class LiveSession:
         if len(held) >= HELD_MAX_FRAMES:
             # Too much to keep: forget it and read the batch from the log when it is due.
             held.clear()
-            self.held_overflow.add(context)
+            self.held_overflow[context] = True
         held.append(frame)
         if context not in self.flush_tasks:
             self.flush_tasks[context] = asyncio.create_task(self._send_held(context))
@@ -162,8 +163,7 @@ class LiveSession:
                     continue
                 frames, self.held[context] = self.held[context], []
                 self.held_since.pop(context, None)
-                overflow = context in self.held_overflow
-                self.held_overflow.discard(context)
+                overflow = self.held_overflow.pop(context, False)
                 if context not in self.cursors or self.paused or not rule.live:
                     continue  # the cursor stays put; resume catches up from it
                 if overflow:
@@ -175,7 +175,7 @@ class LiveSession:
         finally:
             self.held.pop(context, None)
             self.held_since.pop(context, None)
-            self.held_overflow.discard(context)
+            self.held_overflow.pop(context, None)
             self.flush_tasks.pop(context, None)
             self.flush_wakeups.pop(context, None)
 
@@ -268,12 +268,15 @@ class LiveSession:
         return resolved.transport_allowed(self.transport)
 
     def _policy_set(self, resolved: ClientPolicy) -> None:
-        policy = dict(resolved.policy)
-        # The transport owns its heartbeat (SSE beats more often than WebSocket).
-        policy["heartbeat_ms"] = self.policy.get("heartbeat_ms", policy["heartbeat_ms"])
+        policy = resolved.policy
+        heartbeat_ms = self.policy.get("heartbeat_ms", policy["heartbeat_ms"])
+        if heartbeat_ms != policy["heartbeat_ms"]:
+            # The transport owns its heartbeat (SSE beats more often than WebSocket). The
+            # resolved policy may be shared by many sessions: copy before changing it.
+            policy = {**policy, "heartbeat_ms": heartbeat_ms}
         self.client_policy = resolved
         self.policy = policy
-        self.rules = context_rules(policy)
+        self.rules = client_policy_rules(resolved)
 
     async def policy_apply(self, resolved: ClientPolicy, *, announce: bool) -> None:
         """Hold an open session to a new effective policy, at once: tell the client

@@ -370,6 +370,11 @@ async def test_staff_edit_policies_and_every_change_is_audited(http):
             "One of",
         ),
         (
+            {"policies": [{"user_type": ["staff"], "category": {"a": 1}, "debounce_ms": 1}]},
+            "policies[0].user_type",
+            "One of",
+        ),
+        (
             {"policies": [{"user_type": "staff", "category": "weather", "debounce_ms": 1}]},
             "policies[0].category",
             "One of",

@@ -239,6 +239,37 @@ async def test_an_interval_preference_coalesces_and_its_change_applies_at_once(w
     await communicator.disconnect()
 
 
+async def test_held_frames_past_the_bound_are_read_from_the_log(world, monkeypatch):
+    from realtime import session as live_session
+
+    monkeypatch.setattr(live_session, "HELD_MAX_FRAMES", 2)
+    acme = world["acme"]
+    await publish()
+    user, key = await make_user("viewer")
+    await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "5m"}}})
+    communicator, _ = await open_ws([(b"authorization", f"Token {key}".encode())])
+    await subscribe(communicator, [f"company:{acme}"])
+    await rename(acme, "Kept")
+    first = await receive_until(communicator, "batch")
+    # Five frames held: the first ones are forgotten when the bound is passed.
+    await rename(acme, "Over 1")
+    await record(acme, 2023, 1)
+    await record(acme, 2024, 2)
+    await rename(acme, "Over 2")
+    await record(acme, 2023, 3)
+    # The service tells the open connection once the change commits.
+    await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "realtime"}}})
+    await receive_until(communicator, "policy")
+    # ... and read back from the change log: nothing is missing.
+    batch = await receive_until(communicator, "batch")
+    assert batch["prev_seq"] == first["seq_to"]
+    latest = {(i["entity"], i["fields"].get("year")): i["fields"] for i in batch["changes"]}
+    assert latest[("company", None)]["name"] == "Over 2"
+    assert latest[("emission_record", 2023)]["scope1_tonnes"] == 3
+    assert latest[("emission_record", 2024)]["scope1_tonnes"] == 2
+    await communicator.disconnect()
+
+
 async def test_a_debounce_window_gathers_changes(world):
     acme = world["acme"]
     await publish()
@@ -444,8 +475,10 @@ async def test_malformed_policy_changed_messages_are_harmless(world):
 
 
 async def test_the_policy_message_is_documented(world):
-    communicator, _ = await open_ws()
-    await control_send("policy_changed", {"scope": "preferences"}, clients=None)
+    session = await database_sync_to_async(anonymous_session)()
+    await set_preferences(None, session, {"categories": {"directory": {"mode": "manual"}}})
+    communicator, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
+    await control_send("policy_changed", {"scope": "preferences"}, clients=[f"anon:{session}"])
     message = await receive_until(communicator, "policy")
     assert_same_shape(examples()["policy"], message)
     await communicator.disconnect()
