@@ -200,7 +200,7 @@ async def test_preferences_are_bounded_by_the_policy(http):
         ),
         ({"colour": "blue"}, "non_field_errors", "Unknown field"),
         (["paused"], "non_field_errors", "JSON object"),
-        ("just a string", "non_field_errors", "JSON object"),
+        ('"just a string"', "non_field_errors", "JSON object"),
     ],
 )
 async def test_invalid_preferences_are_400_with_the_reason(http, body, field, words):
@@ -352,7 +352,9 @@ async def test_staff_edit_policies_and_every_change_is_audited(http):
     ]
     # The new policy is in force for anonymous clients at once.
     anonymous = (await http.get(PREFERENCES)).json()["policy"]
-    assert anonymous["categories"]["directory"]["interval_ms"] == 10000
+    directory = anonymous["categories"]["directory"]
+    assert (directory["mode"], directory["interval_ms"]) == ("interval", 30000)  # the default
+    assert directory["min_interval_ms"] == 10000
     assert anonymous["allowed_transports"] == ["websocket", "polling"]
 
 
