@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from preferences.services import refresh_preferences_update
 from realtime import protocol
 from realtime.control import control_send
+from realtime.hub import get_hub
 from tests.preferences.conftest import (
     anonymous_session,
     policy_set,
@@ -395,6 +396,7 @@ async def test_transports_the_policy_does_not_allow_are_refused(world):
         "code": protocol.CLOSE_TRANSPORT_NOT_ALLOWED,
         "reason": "transport_not_allowed",
     }
+    await communicator.disconnect()
 
     stream = Stream("contexts=industry:steel")
     await stream.start()
@@ -440,6 +442,9 @@ async def test_a_policy_that_stops_allowing_the_transport_closes_the_connection(
     output = await communicator.receive_output(timeout=5)
     assert output["type"] == "websocket.close"
     assert output["code"] == protocol.CLOSE_TRANSPORT_NOT_ALLOWED
+    # The client's side of the close: the session leaves the process.
+    await communicator.disconnect()
+    assert not get_hub().sessions
 
 
 # -- hostile input ---------------------------------------------------------------------------
