@@ -293,8 +293,9 @@ SIGNIFICANCE_RULES = {
 
 # Heartbeat when idle: under the 55 s at which proxies cut idle connections, with jitter.
 REALTIME_HEARTBEAT_S = float(os.environ.get("REALTIME_HEARTBEAT_S", "25"))
-# What a client is told in `hello` and held to until per-user policies exist: 0 means
-# "as fast as published"; max_batch is the items per frame.
+# Server-wide floors under every refresh policy (preferences.selectors): no context of any
+# client gets batches closer than min_interval_ms, nor sooner than debounce_ms after its
+# changes; 0 means "as fast as published". max_batch is the items per frame.
 REALTIME_DEFAULT_POLICY = {
     "min_interval_ms": int(os.environ.get("REALTIME_MIN_INTERVAL_MS", "0")),
     "debounce_ms": int(os.environ.get("REALTIME_DEBOUNCE_MS", "0")),

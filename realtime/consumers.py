@@ -129,6 +129,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         # Once a client has pinged, silence means a dead client (4408); any message counts.
         self.keepalive_armed = False
         self.last_message_at = asyncio.get_running_loop().time()
+        self.session.on_transport_refused = self._transport_refused
+        if not await self.session.policy_load():
+            await self._transport_refused()
+            return
         await self.session.hub.start()
         await self.session.open()
         self.session.hub.transports.add(self)
@@ -148,6 +152,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if not self.closing:
             self.closing = True
             await self.close(code=protocol.CLOSE_UNAVAILABLE, reason="shutting down")
+
+    async def _transport_refused(self) -> None:
+        """The client's refresh policy does not allow WebSocket (any more): 4403."""
+        if not self.closing:
+            self.closing = True
+            await self.close(
+                code=protocol.CLOSE_TRANSPORT_NOT_ALLOWED, reason=protocol.TRANSPORT_NOT_ALLOWED
+            )
 
     async def _send_text(self, text: str) -> None:
         if not self.closing:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from django.conf import settings
 
@@ -24,15 +24,44 @@ CLOSE_AUTH_REQUIRED = 4401
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 CLOSE_RATE_LIMITED = 4429
 CLOSE_UNAVAILABLE = 4503
+# Extension: the client's refresh policy does not allow WebSocket (docs/protocol.md).
+CLOSE_TRANSPORT_NOT_ALLOWED = 4403
+# The matching error code of SSE and polling refusals (HTTP 403).
+TRANSPORT_NOT_ALLOWED = "transport_not_allowed"
+
+
+class CategoryPolicy(TypedDict):
+    """One data category's effective refresh policy (preferences.selectors)."""
+
+    mode: Literal["realtime", "interval", "manual"]
+    interval_ms: int | None
+    min_interval_ms: int
+    max_deliveries_per_minute: int
+    debounce_ms: int
+    realtime_allowed: bool
 
 
 class Policy(TypedDict):
-    """How often a client may be sent updates (issue #6 makes it per user and category)."""
+    """How often a client may be sent updates: PROTOCOL.md's four keys, then the
+    extensions of the effective refresh policy (docs/protocol.md)."""
 
     min_interval_ms: int
     debounce_ms: int
     max_batch: int
     heartbeat_ms: int
+    user_type: NotRequired[str]
+    categories: NotRequired[dict[str, CategoryPolicy]]
+    allowed_transports: NotRequired[list[str]]
+    paused: NotRequired[bool]
+    notification_threshold: NotRequired[str]
+    quiet_hours: NotRequired[dict | None]
+
+
+class PolicyMessage(TypedDict):
+    """Extension: the effective policy changed on an open connection."""
+
+    type: Literal["policy"]
+    policy: Policy
 
 
 class Hello(TypedDict):
@@ -104,6 +133,11 @@ def hello(*, session: str, epoch: str, seq: int, policy: Policy, transport: str)
         "server_time": server_time(),
         "transport": transport,
     }
+    return encode(message)
+
+
+def policy_message(*, policy: Policy) -> str:
+    message: PolicyMessage = {"type": "policy", "policy": policy}
     return encode(message)
 
 

@@ -11,8 +11,10 @@ read from the log: no gap and no duplicate across the switch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -22,22 +24,30 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from changes.contexts import SYSTEM
+from changes.items import items_coalesce
 from changes.selectors import (
     RESET_CURSOR_INVALID,
     RESET_EPOCH_CHANGED,
     change_log_state,
     changes_since,
 )
+from preferences.selectors import ClientPolicy, context_category
 from realtime import protocol
 from realtime.access import audience_of, contexts_authorize
 from realtime.control import client_key
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
+from realtime.policy import FREE_RULE, ContextRule, client_policy_load, client_policy_rules
 from realtime.services import connection_close, connection_contexts_set, connection_open
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[str], Awaitable[None]]
+
+# Live frames held back for one context (waiting for its interval) beyond which they are
+# dropped and the batch is read from the change log instead: a 5-minute interval on a
+# busy context must not grow a connection's memory without bound.
+HELD_MAX_FRAMES = 200
 
 
 class TooManySubscriptions(Exception):
@@ -62,6 +72,7 @@ class LiveSession:
         self.user = user
         # Who this connection belongs to across reconnects (realtime/control.py).
         self.client_key = client_key(user, session_key)
+        self.session_key = session_key
         self.audience = audience_of(user)
         self.send = send
         self.transport = transport
@@ -74,11 +85,22 @@ class LiveSession:
         self.paused = False
         self.policy = protocol.default_policy()
         self.frames_sent = 0
-        # Rate policy: live frames closer together than min_interval_ms are held back and
-        # merged into one batch (coalesced, never dropped).
+        # The client's effective refresh policy (realtime/policy.py), once resolved, and
+        # its rule per data category: live frames of a context closer together than its
+        # spacing, or within its debounce window, are held back and merged into one batch
+        # (coalesced, never dropped); a manual category gets no live batches.
+        self.client_policy: ClientPolicy | None = None
+        self.rules: dict[str, ContextRule] = {}
         self.last_sent_at: dict[str, float] = {}
         self.held: dict[str, list[OutFrame]] = {}
+        self.held_since: dict[str, float] = {}
         self.flush_tasks: dict[str, asyncio.Task] = {}
+        self.flush_wakeups: dict[str, asyncio.Event] = {}
+        # Contexts whose held frames overflowed HELD_MAX_FRAMES, to re-read from the log
+        # (a dict: an empty one is a third of an empty set, on every connection).
+        self.held_overflow: dict[str, bool] = {}
+        # Set by the transport: ends the connection when its policy stops allowing it.
+        self.on_transport_refused: Callable[[], Awaitable[None]] | None = None
 
     # -- the hub side ---------------------------------------------------------------------
 
@@ -90,52 +112,99 @@ class LiveSession:
         if context not in self.cursors or self.paused:
             # Paused: the cursor stays put; resume catches up from it.
             return
-        interval = self.policy["min_interval_ms"] / 1000
-        if interval > 0 and not frame.reset:
+        rule = self.rules.get(context_category(context), FREE_RULE)
+        if not rule.live:
+            # Manual mode: a pause of this category; `resume` catches up from the cursor.
+            return
+        if rule.paced and not frame.reset:
             now = asyncio.get_running_loop().time()
-            wait = self.last_sent_at.get(context, -interval) + interval - now
-            if wait > 0 or context in self.held:
-                self.held.setdefault(context, []).append(frame)
-                if context not in self.flush_tasks:
-                    self.flush_tasks[context] = asyncio.create_task(
-                        self._send_held(context, max(wait, 0))
-                    )
+            if context in self.held or self._due(context, rule, now) > now:
+                self._hold(context, frame, now)
                 return
         await self._send_frame(context, frame)
 
-    async def _send_held(self, context: str, delay: float) -> None:
-        """After the policy's interval, send everything held for a context as one batch.
+    def _rule(self, context: str) -> ContextRule:
+        return self.rules.get(context_category(context), FREE_RULE)
+
+    def _due(self, context: str, rule: ContextRule, first_held_at: float) -> float:
+        """When a batch of `context` may go: one spacing after the last, and one debounce
+        window after the first change it holds."""
+        last = self.last_sent_at.get(context, -math.inf)
+        return max(last + rule.spacing_s, first_held_at + rule.debounce_s)
+
+    def _hold(self, context: str, frame: OutFrame, now: float) -> None:
+        held = self.held.setdefault(context, [])
+        self.held_since.setdefault(context, now)
+        if len(held) >= HELD_MAX_FRAMES:
+            # Too much to keep: forget it and read the batch from the log when it is due.
+            held.clear()
+            self.held_overflow[context] = True
+        held.append(frame)
+        if context not in self.flush_tasks:
+            self.flush_tasks[context] = asyncio.create_task(self._send_held(context))
+
+    async def _send_held(self, context: str) -> None:
+        """When its rule allows, send everything held for a context as one batch.
 
         The context stays in `held` until the send is done, so frames arriving meanwhile
-        queue behind it (and go out one interval later) instead of overtaking it.
+        queue behind it (and go out one spacing later) instead of overtaking it. A policy
+        change wakes the wait (`flush_wakeups`) so the batch is re-timed to the new rule.
         """
-        interval = self.policy["min_interval_ms"] / 1000
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.sleep(delay)
             while self.held.get(context):
+                rule = self._rule(context)
+                first = self.held_since.get(context, loop.time())
+                delay = self._due(context, rule, first) - loop.time()
+                if delay > 0 and rule.live:
+                    wakeup = self.flush_wakeups[context] = asyncio.Event()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wakeup.wait(), delay)
+                    continue
                 frames, self.held[context] = self.held[context], []
-                if context in self.cursors and not self.paused:
-                    await self._send_frame(context, self._merged(context, frames))
-                if self.held.get(context):
-                    await asyncio.sleep(interval)
+                self.held_since.pop(context, None)
+                overflow = self.held_overflow.pop(context, False)
+                if context not in self.cursors or self.paused or not rule.live:
+                    continue  # the cursor stays put; resume catches up from it
+                if overflow:
+                    await self._catch_up(context, self.cursors[context], through=None)
+                    self.last_sent_at[context] = loop.time()
+                    continue
+                for merged in self._merged(context, frames):
+                    await self._send_frame(context, merged)
         finally:
             self.held.pop(context, None)
+            self.held_since.pop(context, None)
+            self.held_overflow.pop(context, None)
             self.flush_tasks.pop(context, None)
+            self.flush_wakeups.pop(context, None)
 
-    def _merged(self, context: str, frames: list[OutFrame]) -> OutFrame:
-        """Several live frames of one context as one batch after the cursor."""
+    def _merged(self, context: str, frames: list[OutFrame]) -> list[OutFrame]:
+        """Several live frames of one context as one batch after the cursor (records
+        changed several times coalesced), split into frames of at most max_batch items."""
         cursor = self.cursors[context]
         items = []
         for frame in frames:
             body = json.loads(frame.text, parse_float=Decimal)
             items.extend(item for item in body["changes"] if item["seq"] > cursor)
+        items = items_coalesce(items)
         seq_to = max(frame.seq_to for frame in frames)
-        return OutFrame(
-            prev_seq=min(frame.prev_seq for frame in frames),
-            seq_from=min(frame.seq_from for frame in frames),
-            seq_to=seq_to,
-            text=batch_frame(context, cursor, seq_to, items),
-        )
+        size = max(1, self.policy["max_batch"])
+        chunks = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+        merged, prev_seq = [], cursor
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            chunk_to = seq_to if last else chunk[-1]["seq"]
+            merged.append(
+                OutFrame(
+                    prev_seq=min(frame.prev_seq for frame in frames) if index == 0 else prev_seq,
+                    seq_from=chunk[0]["seq"] if chunk else seq_to,
+                    seq_to=chunk_to,
+                    text=batch_frame(context, prev_seq, chunk_to, chunk),
+                )
+            )
+            prev_seq = chunk_to
+        return merged
 
     async def _send_frame(self, context: str, frame: OutFrame) -> None:
         cursor = self.cursors[context]
@@ -159,7 +228,10 @@ class LiveSession:
     # -- client requests ------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Record the connection (active_connections) and send `hello`."""
+        """Resolve the refresh policy, record the connection (active_connections) and
+        send `hello`."""
+        if self.client_policy is None:
+            await self.policy_load()
         await database_sync_to_async(connection_open)(
             session=self.id,
             transport=self.transport,
@@ -183,6 +255,67 @@ class LiveSession:
                 transport=self.transport,
             )
         )
+
+    # -- the refresh policy -----------------------------------------------------------------
+
+    async def policy_load(self) -> bool:
+        """Resolve the client's effective policy and hold the session to it (a paused
+        preference starts it paused); False if the policy does not allow this transport."""
+        resolved = await client_policy_load(user=self.user, session_key=self.session_key)
+        self._policy_set(resolved)
+        if resolved.preferences.paused:
+            self.paused = True
+        return resolved.transport_allowed(self.transport)
+
+    def _policy_set(self, resolved: ClientPolicy) -> None:
+        policy = resolved.policy
+        heartbeat_ms = self.policy.get("heartbeat_ms", policy["heartbeat_ms"])
+        if heartbeat_ms != policy["heartbeat_ms"]:
+            # The transport owns its heartbeat (SSE beats more often than WebSocket). The
+            # resolved policy may be shared by many sessions: copy before changing it.
+            policy = {**policy, "heartbeat_ms": heartbeat_ms}
+        self.client_policy = resolved
+        self.policy = policy
+        self.rules = client_policy_rules(resolved)
+
+    async def policy_apply(self, resolved: ClientPolicy, *, announce: bool) -> None:
+        """Hold an open session to a new effective policy, at once: tell the client
+        (`policy`), re-time held batches, pause or resume when the paused preference
+        flipped, and catch up contexts whose category left manual mode."""
+        before = self.client_policy
+        was_live = {category for category, rule in self.rules.items() if rule.live}
+        self._policy_set(resolved)
+        if announce:
+            await self.send(protocol.policy_message(policy=self.policy))
+        if not resolved.transport_allowed(self.transport):
+            if self.on_transport_refused is not None:
+                await self.on_transport_refused()
+            return
+        for wakeup in list(self.flush_wakeups.values()):
+            wakeup.set()
+        paused_before = before.preferences.paused if before is not None else False
+        if resolved.preferences.paused and not paused_before and not self.paused:
+            await self.pause()
+        elif paused_before and not resolved.preferences.paused and self.paused:
+            await self.resume()
+        elif not self.paused:
+            now_live = {c for c, rule in self.rules.items() if rule.live and c not in was_live}
+            contexts = [
+                context
+                for context in self.cursors
+                if context_category(context) in now_live and context not in self.switching
+            ]
+            if contexts:
+                await self._refresh(contexts)
+
+    async def _refresh(self, contexts: list[str]) -> None:
+        """Catch the contexts up from their cursors (they were held in manual mode)."""
+        since = {context: self.cursors[context] for context in contexts}
+        for context in contexts:
+            self.switching.setdefault(context, [])
+        state = await database_sync_to_async(change_log_state)()
+        contexts = [context for context in contexts if context in self.cursors]
+        await self._start(contexts, since=since, epoch=None, state=state)
 
     async def subscribe(
         self,

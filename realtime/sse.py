@@ -50,6 +50,7 @@ from realtime import protocol
 from realtime.consumers import client_address, header, scope_session_key
 from realtime.groups import session_group
 from realtime.hub import get_hub
+from realtime.policy import transport_permitted
 from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
 
@@ -348,6 +349,13 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                 [(b"retry-after", retry)],
             )
 
+        if not await transport_permitted(user=self.scope.get("user"), transport="sse"):
+            raise StreamRefused(
+                403,
+                protocol.TRANSPORT_NOT_ALLOWED,
+                "Your refresh policy does not allow Server-Sent Events.",
+            )
+
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         self.streaming = True
         await self._write(f"retry: {RETRY_MS}\n\n".encode())
@@ -363,6 +371,9 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         )
         # `hello` tells the client how often to expect a heartbeat on this transport.
         self.session.policy["heartbeat_ms"] = int(HEARTBEAT_S * 1000)
+        # The policy may stop allowing SSE while the stream is open: end it (the browser
+        # reconnects after `retry` and is refused with 403).
+        self.session.on_transport_refused = self._end
         # Before `hello` names the session: a subscribe sent as soon as the client
         # knows the session id must find the group.
         self.group = session_group(self.session.id)

@@ -47,6 +47,7 @@ from realtime.auth import user_for_token
 from realtime.groups import session_group
 from realtime.health import health_report
 from realtime.models import Transport
+from realtime.policy import transport_permitted
 from realtime.polling import (
     PollAnswer,
     etag_matches,
@@ -161,6 +162,12 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
             headers={"WWW-Authenticate": "Token"},
         )
     try:
+        if not await transport_permitted(user=user, transport=Transport.POLLING):
+            raise ApplicationError(
+                "Your refresh policy does not allow polling.",
+                code=protocol.TRANSPORT_NOT_ALLOWED,
+                status_code=403,
+            )
         return await _poll(request, cursor, user)
     except ApplicationError as exc:
         return _error_response(exc)

@@ -1,0 +1,129 @@
+"""`GET/PUT /api/user/refresh-preferences` and `GET/PUT /api/admin/refresh-policies`.
+
+Thin: read the JSON body (bounded), call the service, answer with the selector's view.
+The services validate (400 `invalid_preferences` / `invalid_policy` with a reason per
+field) and tell open connections after their commit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status as http_status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.errors import ApplicationError
+from preferences.selectors import client_policy_resolve, refresh_policies_list
+from preferences.serializers import (
+    PoliciesEditReplySerializer,
+    PoliciesEditSerializer,
+    PoliciesSerializer,
+    PreferencesReplySerializer,
+    PreferencesSerializer,
+)
+from preferences.services import (
+    refresh_policies_update,
+    refresh_preferences_update,
+    refresh_preferences_validate,
+)
+from realtime.views import RealtimeAPIView
+
+# A full preferences document is under 500 bytes and all 16 policies under 4 KiB.
+BODY_MAX_BYTES = 16 * 1024
+
+
+def json_document(request: Request) -> Any:
+    """The request's JSON body: 415 unless JSON, 413 over BODY_MAX_BYTES, 400 when it
+    does not parse (nesting too deep for the parser included)."""
+    if request.content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApplicationError(
+            "Send the body as application/json.",
+            code="unsupported_media_type",
+            status_code=http_status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        )
+    too_large = ApplicationError(
+        f"The body is limited to {BODY_MAX_BYTES} bytes.",
+        code="payload_too_large",
+        status_code=http_status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > BODY_MAX_BYTES:
+        raise too_large
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_large from None
+    if len(raw) > BODY_MAX_BYTES:
+        raise too_large
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApplicationError("The body is not valid JSON.", code="malformed_request") from None
+
+
+def _preferences_reply(request: Request) -> Response:
+    resolved = client_policy_resolve(user=request.user, session_key=request.session.session_key)
+    return Response({**resolved.preferences.as_dict(), "policy": resolved.policy})
+
+
+class RefreshPreferencesView(RealtimeAPIView):
+    """The refresh preferences of the signed-in user, or of the anonymous browser
+    session (a PUT without a session creates one and sets its cookie)."""
+
+    @extend_schema(responses={200: PreferencesReplySerializer, 503: None})
+    def get(self, request: Request) -> Response:
+        return _preferences_reply(request)
+
+    @extend_schema(
+        request=PreferencesSerializer,
+        responses={
+            200: PreferencesReplySerializer,
+            400: OpenApiResponse(description="invalid_preferences: a reason per field"),
+            413: None,
+            415: None,
+            503: None,
+        },
+    )
+    def put(self, request: Request) -> Response:
+        document = json_document(request)
+        user = request.user
+        if not user.is_authenticated and request.session.session_key is None:
+            # Refuse before creating a session nobody will use.
+            refresh_preferences_validate(user=user, document=document)
+            request.session.create()
+        refresh_preferences_update(
+            user=user, session_key=request.session.session_key, document=document
+        )
+        return _preferences_reply(request)
+
+
+class RefreshPoliciesView(RealtimeAPIView):
+    """Refresh policies per user type and data category: staff only."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: PoliciesSerializer, 403: None})
+    def get(self, request: Request) -> Response:
+        return Response({"policies": refresh_policies_list()})
+
+    @extend_schema(
+        request=PoliciesEditSerializer,
+        responses={
+            200: PoliciesEditReplySerializer,
+            400: OpenApiResponse(description="invalid_policy: a reason per field"),
+            403: None,
+            413: None,
+            415: None,
+        },
+    )
+    def put(self, request: Request) -> Response:
+        changed = refresh_policies_update(actor=request.user, document=json_document(request))
+        return Response({"policies": refresh_policies_list(), "changed": changed})

@@ -1,0 +1,489 @@
+"""Refresh policies on open connections: `hello.policy`, enforcement per context
+(intervals, manual mode, paused), changes reaching open connections at once, transports
+refused. Real PostgreSQL, Redis and channel layer; WebSocket communicators, SSE on the
+ASGI application, httpx for the REST side."""
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from preferences.services import refresh_preferences_update
+from realtime import protocol
+from realtime.control import control_send
+from realtime.hub import get_hub
+from tests.preferences.conftest import (
+    anonymous_session,
+    policy_set,
+    token_header,
+    user_with_token,
+)
+from tests.realtime.conftest import (
+    ORIGIN,
+    connect,
+    db,
+    make_client,
+    publish,
+    receive,
+    receive_until,
+)
+from tests.realtime.test_docs import assert_same_shape, examples
+from tests.realtime.test_sse import Stream
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+POLICIES = "/api/admin/refresh-policies"
+PREFERENCES = "/api/user/refresh-preferences"
+# The requirement: a policy change reaches an open connection within a second.
+POLICY_DEADLINE_S = 1.0
+ANONYMOUS_METRICS = {"user_type": "anonymous", "category": "company_metrics"}
+ANONYMOUS_BENCHMARKS = {"user_type": "anonymous", "category": "industry_benchmarks"}
+
+
+async def make_user(username: str, **kwargs):
+    return await database_sync_to_async(user_with_token)(username, **kwargs)
+
+
+async def open_ws(headers=None) -> tuple:
+    communicator, connected, _ = await connect(headers=headers)
+    assert connected
+    hello = await receive(communicator)
+    assert hello["type"] == "hello"
+    return communicator, hello
+
+
+async def subscribe(communicator, contexts, **extra) -> dict:
+    await communicator.send_json_to({"type": "subscribe", "contexts": contexts, **extra})
+    return await receive_until(communicator, "subscribed")
+
+
+async def set_preferences(user, session_key, document) -> None:
+    await database_sync_to_async(refresh_preferences_update)(
+        user=user, session_key=session_key, document=document
+    )
+
+
+async def put_json(http, path, body, headers=None):
+    return await http.put(
+        path,
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+async def next_message(communicator, timeout=5) -> dict:
+    """The next message that is not a heartbeat."""
+    while (message := await receive(communicator, timeout))["type"] == "heartbeat":
+        pass
+    return message
+
+
+async def rename(company, name: str) -> None:
+    await db("UPDATE companies SET name = %s WHERE id = %s", [name, company])
+    await publish()
+
+
+async def record(company, year: int, tonnes: int) -> None:
+    await db(
+        "UPDATE emission_records SET scope1_tonnes = %s WHERE company_id = %s AND year = %s",
+        [tonnes, company, year],
+    )
+    await publish()
+
+
+# -- hello -----------------------------------------------------------------------------------
+
+
+async def test_hello_carries_the_effective_policy(world):
+    communicator, hello = await open_ws()
+    policy = hello["policy"]
+    assert policy["user_type"] == "anonymous"
+    assert policy["categories"]["company_metrics"]["mode"] == "realtime"
+    assert policy["allowed_transports"] == ["websocket", "sse", "polling"]
+    assert {"min_interval_ms", "debounce_ms", "max_batch", "heartbeat_ms"} <= set(policy)
+    assert_same_shape(examples()["hello"], hello)
+    await communicator.disconnect()
+
+    user, key = await make_user("viewer", analyst=True)
+    await set_preferences(
+        user,
+        None,
+        {
+            "categories": {"company_metrics": {"mode": "30s"}, "directory": {"mode": "manual"}},
+            "notification_threshold": "critical",
+            "quiet_hours": {"start": "23:00", "end": "06:00", "timezone": "Asia/Tokyo"},
+        },
+    )
+    communicator, hello = await open_ws([(b"authorization", f"Token {key}".encode())])
+    policy = hello["policy"]
+    assert policy["user_type"] == "analyst"
+    assert policy["categories"]["company_metrics"]["interval_ms"] == 30000
+    assert policy["categories"]["directory"] == {
+        "mode": "manual",
+        "interval_ms": None,
+        "min_interval_ms": 0,
+        "max_deliveries_per_minute": 6000,
+        "debounce_ms": 0,
+        "realtime_allowed": True,
+    }
+    assert policy["notification_threshold"] == "critical"
+    assert policy["quiet_hours"] == {"start": "23:00", "end": "06:00", "timezone": "Asia/Tokyo"}
+    await communicator.disconnect()
+
+
+async def test_sse_hello_carries_the_policy_and_keeps_its_heartbeat(world):
+    stream = Stream("contexts=industry:steel")
+    hello, _ = await stream.opened()
+    assert hello["policy"]["user_type"] == "anonymous"
+    assert hello["policy"]["heartbeat_ms"] == 15_000
+    _, staff = await make_user("ops", staff=True)
+    async with make_client() as http:
+        response = await put_json(
+            http,
+            POLICIES,
+            {"policies": [{**ANONYMOUS_BENCHMARKS, "debounce_ms": 20}]},
+            token_header(staff),
+        )
+        assert response.status_code == 200
+    event = await stream.until("policy", timeout=POLICY_DEADLINE_S)
+    policy = event["message"]["policy"]
+    assert policy["categories"]["industry_benchmarks"]["debounce_ms"] == 20
+    assert policy["heartbeat_ms"] == 15_000
+    await stream.close()
+
+
+# -- enforcement -----------------------------------------------------------------------------
+
+
+async def test_a_policy_change_is_enforced_on_an_open_connection_within_a_second(world):
+    """An open WebSocket on a real-time policy: staff raise the minimum interval through
+    the admin API; the client is told at once, and from then on changes published within
+    the interval reach it as one batch."""
+    acme = world["acme"]
+    context = f"company:{acme}"
+    await publish()
+    communicator, hello = await open_ws()
+    assert hello["policy"]["categories"]["company_metrics"]["mode"] == "realtime"
+    await subscribe(communicator, [context])
+
+    # Real time: one batch per published change.
+    for name in ("Alpha", "Beta", "Gamma"):
+        await rename(acme, name)
+        batch = await receive_until(communicator, "batch")
+        assert [item["fields"]["name"] for item in batch["changes"]] == [name]
+
+    _, staff = await make_user("ops", staff=True)
+    async with make_client() as http:
+        response = await put_json(
+            http,
+            POLICIES,
+            {"policies": [{**ANONYMOUS_METRICS, "min_interval_ms": 3000}]},
+            token_header(staff),
+        )
+        assert response.status_code == 200, response.text
+
+    message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
+    entry = message["policy"]["categories"]["company_metrics"]
+    assert entry["mode"] == "realtime"
+    assert entry["min_interval_ms"] == 3000 and entry["interval_ms"] == 3000
+    assert message["policy"]["min_interval_ms"] == 0  # industry and directory did not move
+
+    # One batch, then three changes of three records published within the interval: they
+    # arrive together, as one batch, after it.
+    await rename(acme, "Delta")
+    first = await receive_until(communicator, "batch")
+    assert [item["fields"]["name"] for item in first["changes"]] == ["Delta"]
+    await rename(acme, "Epsilon")
+    await record(acme, 2023, 123)
+    await record(acme, 2024, 456)
+    merged = await receive_until(communicator, "batch")
+    assert merged["prev_seq"] == first["seq_to"]
+    entities = {(item["entity"], item["fields"].get("year")) for item in merged["changes"]}
+    assert entities == {("company", None), ("emission_record", 2023), ("emission_record", 2024)}
+    assert next(i for i in merged["changes"] if i["entity"] == "company")["fields"]["name"] == (
+        "Epsilon"
+    )
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_an_interval_preference_coalesces_and_its_change_applies_at_once(world):
+    acme = world["acme"]
+    await publish()
+    user, key = await make_user("viewer")
+    await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "5m"}}})
+    communicator, hello = await open_ws([(b"authorization", f"Token {key}".encode())])
+    assert hello["policy"]["categories"]["company_metrics"]["interval_ms"] == 300_000
+    await subscribe(communicator, [f"company:{acme}"])
+    await rename(acme, "First")
+    first = await receive_until(communicator, "batch")
+    await rename(acme, "Second")
+    await record(acme, 2024, 777)
+    # Held for five minutes ...
+    assert await communicator.receive_nothing(timeout=0.5)
+    # ... until the viewer switches to real time: confirmed, and what was held goes now.
+    async with make_client() as http:
+        response = await put_json(
+            http,
+            PREFERENCES,
+            {"categories": {"company_metrics": {"mode": "realtime"}}},
+            token_header(key),
+        )
+        assert response.status_code == 200, response.text
+    message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
+    assert message["policy"]["categories"]["company_metrics"]["mode"] == "realtime"
+    held = await receive_until(communicator, "batch")
+    assert held["prev_seq"] == first["seq_to"]
+    assert {item["entity"] for item in held["changes"]} == {"company", "emission_record"}
+    await rename(acme, "Third")
+    assert (await receive_until(communicator, "batch"))["changes"][0]["fields"]["name"] == "Third"
+    await communicator.disconnect()
+
+
+async def test_held_frames_past_the_bound_are_read_from_the_log(world, monkeypatch):
+    from realtime import session as live_session
+
+    monkeypatch.setattr(live_session, "HELD_MAX_FRAMES", 2)
+    acme = world["acme"]
+    await publish()
+    user, key = await make_user("viewer")
+    await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "5m"}}})
+    communicator, _ = await open_ws([(b"authorization", f"Token {key}".encode())])
+    await subscribe(communicator, [f"company:{acme}"])
+    await rename(acme, "Kept")
+    first = await receive_until(communicator, "batch")
+    # Five frames held: the first ones are forgotten when the bound is passed.
+    await rename(acme, "Over 1")
+    await record(acme, 2023, 1)
+    await record(acme, 2024, 2)
+    await rename(acme, "Over 2")
+    await record(acme, 2023, 3)
+    # The service tells the open connection once the change commits.
+    await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "realtime"}}})
+    await receive_until(communicator, "policy")
+    # ... and read back from the change log: nothing is missing.
+    batch = await receive_until(communicator, "batch")
+    assert batch["prev_seq"] == first["seq_to"]
+    latest = {(i["entity"], i["fields"].get("year")): i["fields"] for i in batch["changes"]}
+    assert latest[("company", None)]["name"] == "Over 2"
+    assert latest[("emission_record", 2023)]["scope1_tonnes"] == 3
+    assert latest[("emission_record", 2024)]["scope1_tonnes"] == 2
+    await communicator.disconnect()
+
+
+async def test_a_debounce_window_gathers_changes(world):
+    acme = world["acme"]
+    await publish()
+    await database_sync_to_async(policy_set)("anonymous", "company_metrics", debounce_ms=1500)
+    communicator, hello = await open_ws()
+    assert hello["policy"]["categories"]["company_metrics"]["debounce_ms"] == 1500
+    await subscribe(communicator, [f"company:{acme}"])
+    await rename(acme, "One")
+    await record(acme, 2023, 11)
+    batch = await receive_until(communicator, "batch")
+    assert {item["entity"] for item in batch["changes"]} == {"company", "emission_record"}
+    await communicator.disconnect()
+
+
+async def test_manual_mode_holds_a_category_until_the_client_resumes(world):
+    acme = world["acme"]
+    await publish()
+    session = await database_sync_to_async(anonymous_session)()
+    await set_preferences(None, session, {"categories": {"company_metrics": {"mode": "manual"}}})
+    communicator, hello = await open_ws([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
+    assert hello["policy"]["categories"]["company_metrics"]["mode"] == "manual"
+    reply = await subscribe(communicator, [f"company:{acme}", "industry:steel"])
+    start = reply["seq"]
+    await record(acme, 2024, 300)
+    # The industry (benchmarks category) is live; the company (metrics, manual) is not.
+    batch = await receive_until(communicator, "batch")
+    assert batch["context"] == "industry:steel"
+    assert await communicator.receive_nothing(timeout=0.5)
+    # `resume` is the manual refresh: the company catches up from where it was.
+    await communicator.send_json_to({"type": "resume"})
+    assert (await receive_until(communicator, "subscribed"))["paused"] is False
+    caught_up = await receive_until(communicator, "batch")
+    assert caught_up["context"] == f"company:{acme}"
+    assert caught_up["prev_seq"] == start
+    assert caught_up["changes"][0]["fields"]["scope1_tonnes"] == 300
+    await communicator.disconnect()
+
+
+async def test_a_paused_preference_starts_the_connection_paused(world):
+    acme = world["acme"]
+    await publish()
+    user, key = await make_user("viewer")
+    await set_preferences(user, None, {"paused": True})
+    communicator, hello = await open_ws([(b"authorization", f"Token {key}".encode())])
+    assert hello["policy"]["paused"] is True
+    reply = await subscribe(communicator, [f"company:{acme}"])
+    assert reply["paused"] is True
+    await rename(acme, "While Paused")
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.send_json_to({"type": "resume"})
+    assert (await receive_until(communicator, "subscribed"))["paused"] is False
+    batch = await receive_until(communicator, "batch")
+    assert batch["changes"][0]["fields"]["name"] == "While Paused"
+    await communicator.disconnect()
+
+
+async def test_preference_changes_reach_only_the_clients_own_connections(world):
+    await publish()
+    mine = await database_sync_to_async(anonymous_session)()
+    theirs = await database_sync_to_async(anonymous_session)()
+    own_a, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={mine}".encode())])
+    own_b, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={mine}".encode())])
+    other, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={theirs}".encode())])
+    for communicator in (own_a, own_b, other):
+        await subscribe(communicator, ["industry:steel"])
+    cookie = {"Cookie": f"sessionid={mine}"}
+    async with make_client() as http:
+        response = await put_json(
+            http, PREFERENCES, {"categories": {"industry_benchmarks": {"mode": "1m"}}}, cookie
+        )
+        assert response.status_code == 200, response.text
+        for communicator in (own_a, own_b):
+            message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
+            assert message["policy"]["categories"]["industry_benchmarks"]["interval_ms"] == 60000
+        assert await other.receive_nothing(timeout=0.5)
+
+        # Pausing in the preferences pauses the open connections too.
+        response = await put_json(http, PREFERENCES, {"paused": True}, cookie)
+        assert response.status_code == 200
+        message = await receive_until(own_a, "policy", timeout=POLICY_DEADLINE_S)
+        assert message["policy"]["paused"] is True
+        assert (await receive_until(own_a, "subscribed"))["paused"] is True
+        await record(world["acme"], 2024, 4321)
+        assert await own_a.receive_nothing(timeout=0.5)
+        assert (await receive_until(other, "batch"))["context"] == "industry:steel"
+        # ... and un-pausing resumes them, with what they missed.
+        response = await put_json(http, PREFERENCES, {"paused": False}, cookie)
+        assert response.status_code == 200
+        assert (await receive_until(own_a, "policy"))["policy"]["paused"] is False
+        assert (await receive_until(own_a, "subscribed"))["paused"] is False
+        assert (await receive_until(own_a, "batch"))["context"] == "industry:steel"
+    for communicator in (own_a, own_b, other):
+        await communicator.disconnect()
+
+
+async def test_a_policy_edit_other_clients_do_not_feel_is_not_announced(world):
+    _, staff = await make_user("ops", staff=True)
+    communicator, _ = await open_ws()
+    async with make_client() as http:
+        response = await put_json(
+            http,
+            POLICIES,
+            {"policies": [{"user_type": "registered", "category": "directory", "debounce_ms": 9}]},
+            token_header(staff),
+        )
+        assert response.status_code == 200
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+# -- transports ------------------------------------------------------------------------------
+
+
+async def test_transports_the_policy_does_not_allow_are_refused(world):
+    await database_sync_to_async(policy_set)(
+        "anonymous", "directory", allowed_transports=["polling"]
+    )
+    communicator, connected, _ = await connect()
+    assert connected  # accepted, then closed with the reason
+    output = await communicator.receive_output(timeout=5)
+    assert output == {
+        "type": "websocket.close",
+        "code": protocol.CLOSE_TRANSPORT_NOT_ALLOWED,
+        "reason": "transport_not_allowed",
+    }
+    await communicator.disconnect()
+
+    stream = Stream("contexts=industry:steel")
+    await stream.start()
+    assert stream.status == 403
+    body = json.loads(await stream.chunk())
+    assert body["error"]["code"] == "transport_not_allowed"
+
+    async with make_client() as http:
+        response = await http.get("/api/updates/latest/0", params={"contexts": "overview"})
+        assert response.status_code == 200
+        await database_sync_to_async(policy_set)(
+            "anonymous", "directory", allowed_transports=["websocket"]
+        )
+        response = await http.get("/api/updates/latest/0", params={"contexts": "overview"})
+        assert response.status_code == 403
+        assert response.json() == {
+            "error": {
+                "code": "transport_not_allowed",
+                "detail": "Your refresh policy does not allow polling.",
+            }
+        }
+        # Other user types keep their transports.
+        _, key = await make_user("viewer")
+        response = await http.get(
+            "/api/updates/latest/0", params={"contexts": "overview"}, headers=token_header(key)
+        )
+        assert response.status_code == 200
+
+
+async def test_a_policy_that_stops_allowing_the_transport_closes_the_connection(world):
+    _, staff = await make_user("ops", staff=True)
+    communicator, _ = await open_ws()
+    async with make_client() as http:
+        response = await put_json(
+            http,
+            POLICIES,
+            {"policies": [{**ANONYMOUS_METRICS, "allowed_transports": ["sse"]}]},
+            token_header(staff),
+        )
+        assert response.status_code == 200
+    message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
+    assert message["policy"]["allowed_transports"] == ["sse"]
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close"
+    assert output["code"] == protocol.CLOSE_TRANSPORT_NOT_ALLOWED
+    # The client's side of the close: the session leaves the process.
+    await communicator.disconnect()
+    assert not get_hub().sessions
+
+
+# -- hostile input ---------------------------------------------------------------------------
+
+
+async def test_clients_cannot_send_policy_messages(world):
+    communicator, _ = await open_ws()
+    for frame in (
+        {"type": "policy", "policy": {"min_interval_ms": 0}},
+        {"type": "policy_changed", "scope": "policy"},
+    ):
+        await communicator.send_json_to(frame)
+        error = await receive_until(communicator, "error")
+        assert error["code"] == "unknown_type"
+    await communicator.disconnect()
+
+
+async def test_malformed_policy_changed_messages_are_harmless(world):
+    communicator, _ = await open_ws()
+    for payload in ({"scope": 5, "version": ["x"]}, {"scope": "policy", "version": 7}, {}):
+        await control_send("policy_changed", payload)
+    # An unknown scope is re-resolved from the database and confirmed; a policy scope
+    # with a bad version re-reads the table and, nothing having moved, says nothing. So
+    # two `policy` messages, then nothing more.
+    for _ in range(2):
+        message = await next_message(communicator)
+        assert message["type"] == "policy"
+        assert message["policy"]["user_type"] == "anonymous"
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.send_json_to({"type": "ping", "ref": 1})
+    assert (await receive_until(communicator, "pong"))["ref"] == 1
+    await communicator.disconnect()
+
+
+async def test_the_policy_message_is_documented(world):
+    session = await database_sync_to_async(anonymous_session)()
+    await set_preferences(None, session, {"categories": {"directory": {"mode": "manual"}}})
+    communicator, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
+    await control_send("policy_changed", {"scope": "preferences"}, clients=[f"anon:{session}"])
+    message = await receive_until(communicator, "policy")
+    assert_same_shape(examples()["policy"], message)
+    await communicator.disconnect()
