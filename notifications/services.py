@@ -89,6 +89,11 @@ def _tonnes(value: Any) -> str:
     return f"{Decimal(str(value)):,.0f} t CO2e"
 
 
+def _plain(value: Any) -> str:
+    """A number as people write it: 25, 12.5 (not 25.00 or 2.5E+1)."""
+    return f"{Decimal(str(value)).normalize():f}"
+
+
 # -- created by the publisher ---------------------------------------------------------------
 
 
@@ -180,8 +185,8 @@ def _texts(candidate: Candidate, company: str, industry: str) -> tuple[str, str]
     if kind == DATA_QUALITY:
         before, after = data["previous_score"], data["score"]
         direction = "up" if after > before else "down"
-        title = f"{company}: data quality {direction} {abs(after - before):g} points"
-        return title, f"The data-quality score moved from {before:g} to {after:g}."
+        title = f"{company}: data quality {direction} {_plain(abs(after - before))} points"
+        return title, f"The data-quality score moved from {_plain(before)} to {_plain(after)}."
     if kind == NEW_COMPANY:
         country = f" ({data['country']})" if data.get("country") else ""
         return f"New company in {industry}: {company}", f"{company}{country} joined {industry}."
