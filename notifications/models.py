@@ -76,17 +76,17 @@ class UpdateNotification(models.Model):
     notification_type = models.CharField(max_length=24, choices=NotificationType.choices)
     # The facts behind the text (company, year, totals, ranks), sent as `data`.
     payload = models.JSONField(default=dict, blank=True)
-    delivery_attempts = models.IntegerField(default=0)
+    delivery_attempts = models.IntegerField(default=0, db_default=0)
     delivered_at = models.DateTimeField(null=True, blank=True)
     level = models.CharField(max_length=8, choices=NotificationLevel.choices)
     title = models.CharField(max_length=TITLE_MAX_LENGTH)
-    body = models.CharField(max_length=BODY_MAX_LENGTH, blank=True, default="")
+    body = models.CharField(max_length=BODY_MAX_LENGTH, blank=True, default="", db_default="")
     # The context it concerns; null: everyone (the implicit `system` context).
     context = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     # The seq of the change that caused it; for an announcement, the head when it was made.
-    seq = models.BigIntegerField(default=0)
+    seq = models.BigIntegerField(default=0, db_default=0)
     audience = models.CharField(max_length=8, choices=NotificationAudience.choices)
-    requires_ack = models.BooleanField(default=False)
+    requires_ack = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(db_default=Now())
     # Not delivered, redelivered or offered to polls after this.
     expires_at = models.DateTimeField()
@@ -147,7 +147,7 @@ class NotificationReceipt(models.Model):
         UpdateNotification, on_delete=models.CASCADE, related_name="receipts"
     )
     client_key = models.CharField(max_length=CLIENT_KEY_MAX_LENGTH)
-    attempts = models.IntegerField(default=0)
+    attempts = models.IntegerField(default=0, db_default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
 

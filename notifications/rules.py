@@ -88,7 +88,13 @@ class RankedCompany:
 
 
 def _audience(change: CapturedChange) -> str:
+    """Public only when anonymous users could see the record before and after the change
+    (an insert has no before, a delete no after)."""
     before, after = public_visibility(change)
+    if change.change_type == "insert":
+        before = after
+    elif change.change_type == "delete":
+        after = before
     return PUBLIC if before and after else STAFF
 
 

@@ -26,7 +26,12 @@ from changes.items import CapturedChange
 from changes.publisher import json_dumps
 from changes.selectors import change_log_state
 from config.errors import ApplicationError, InvalidParameter, NotFound
-from notifications.messages import Delivery, delivery, notification_message
+from notifications.messages import (
+    Delivery,
+    delivery,
+    notification_message,
+    notification_row_delivery,
+)
 from notifications.models import (
     BODY_MAX_LENGTH,
     TITLE_MAX_LENGTH,
@@ -431,8 +436,6 @@ def announcement_broadcast(
             "requires_ack": requires_ack,
         },
     )
-    from notifications.messages import notification_row_delivery
-
     notifications_send_after_commit([notification_row_delivery(notification)])
     return notification
 
