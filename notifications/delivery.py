@@ -4,9 +4,10 @@
   handler below gives each session the notifications it should get and may see (its
   audience, the contexts it follows, its client when targeted), each at most once per
   connection, paused or not.
-- Retry: after a subscribe, a session gets the unexpired notifications requiring
-  acknowledgement that its client has not acknowledged, for the contexts it just joined
-  (and, on its first subscribe, those for everyone). Each process keeps those candidates
+- Retry: after a subscribe, a session gets again the unexpired notifications requiring
+  acknowledgement that its client was sent before and has not acknowledged (announcements
+  even if never sent), for the contexts it just joined (and, on its first subscribe, those
+  for everyone). Each process keeps those candidates
   in memory (refreshed every PENDING_REFRESH_S and on every control message), so a
   connect costs a query only when something is actually pending.
 - Attempts: every frame sent is counted per client, in batches written every
@@ -31,10 +32,11 @@ from django.conf import settings
 from changes.models import AUDIENCE_STAFF
 from config.errors import ApplicationError
 from notifications.messages import Delivery
+from notifications.models import NotificationType
 from notifications.selectors import (
     client_key_valid,
     notifications_awaiting_ack,
-    receipts_acknowledged,
+    receipts_state,
 )
 from notifications.services import (
     NOTIFICATION_ACTION,
@@ -46,6 +48,8 @@ from realtime.control import control_handler, control_observer
 from realtime.session import LiveSession, subscribe_hook
 
 logger = logging.getLogger(__name__)
+
+ANNOUNCEMENT = NotificationType.ANNOUNCEMENT.value
 
 # Attempts are written this often, for every session of the process in one statement.
 # Counts lost when a process dies within this window are statistics, not deliveries.
@@ -223,7 +227,9 @@ async def notifications_deliver(session: LiveSession, payload: dict) -> None:
 @subscribe_hook
 async def notifications_redeliver(session: LiveSession, contexts: list[str]) -> None:
     """After a subscribe: what awaits this client's acknowledgement in the contexts it
-    joined (and, the first time, for everyone)."""
+    joined (and, the first time, for everyone): notifications it was sent before and has
+    not acknowledged, and announcements it has not acknowledged, sent or not (a change
+    notification never sent to it is old news its snapshot already shows)."""
     state = _state(session)
     first = not state.subscribed_once
     state.subscribed_once = True
@@ -235,15 +241,25 @@ async def notifications_redeliver(session: LiveSession, contexts: list[str]) -> 
         and item["id"] not in state.sent
         and _may_receive(session, item)
     ]
+    client = receipt_key(session)
+    if client.startswith("conn:"):
+        # A connection of its own was sent nothing before and acknowledged nothing.
+        candidates = [item for item in candidates if item["kind"] == ANNOUNCEMENT]
     if not candidates:
         return
-    acknowledged: set[str] = set()
-    client = receipt_key(session)
-    if not client.startswith("conn:"):  # a new connection of its own has acknowledged nothing
-        acknowledged = await database_sync_to_async(receipts_acknowledged)(
+    receipts: dict[str, tuple[int, bool]] = {}
+    if not client.startswith("conn:"):
+        recorder = _recorder()
+        if recorder.pending:
+            await attempts_flush()  # a reconnect right after a delivery must see it
+        receipts = await database_sync_to_async(receipts_state)(
             client=client, ids=[item["id"] for item in candidates]
         )
-    due = [item for item in candidates if item["id"] not in acknowledged]
+    due = []
+    for item in candidates:
+        attempts, acknowledged = receipts.get(item["id"], (0, False))
+        if not acknowledged and (attempts > 0 or item["kind"] == ANNOUNCEMENT):
+            due.append(item)
     due.sort(key=lambda item: (item["created_at"], item["id"]))
     for item in due[-settings.NOTIFY_REDELIVERY_MAX :]:
         await _send(session, item)

@@ -33,6 +33,7 @@ class Delivery(TypedDict):
     it, and the frame already encoded (once, by the sender)."""
 
     id: str
+    kind: str
     audience: str
     context: str | None
     targets: list[str]
@@ -80,6 +81,7 @@ def delivery(
 ) -> Delivery:
     return {
         "id": message["id"],
+        "kind": message["kind"],
         "audience": audience,
         "context": message["context"],
         "targets": list(targets),

@@ -82,18 +82,19 @@ def notifications_awaiting_ack(*, limit: int) -> list[Delivery]:
     return [notification_row_delivery(row) for row in rows.order_by("-created_at")[:limit]]
 
 
-def receipts_acknowledged(*, client: str, ids: list[str]) -> set[str]:
-    """Which of these notifications the client has acknowledged."""
+def receipts_state(*, client: str, ids: list[str]) -> dict[str, tuple[int, bool]]:
+    """Of these notifications, the ones the client has a receipt for: id -> (attempts,
+    acknowledged)."""
     if not ids:
-        return set()
+        return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT notification_id::text FROM notification_receipts"
-            " WHERE client_key = %s AND notification_id = ANY(%s::uuid[])"
-            " AND acknowledged_at IS NOT NULL",
+            "SELECT notification_id::text, attempts, acknowledged_at IS NOT NULL"
+            " FROM notification_receipts"
+            " WHERE client_key = %s AND notification_id = ANY(%s::uuid[])",
             [client, ids],
         )
-        return {row[0] for row in cursor.fetchall()}
+        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ def notifications_for_poll(
 ) -> list[PollNotification]:
     """What a poll answer carries for this client, oldest first, at most `limit`: the
     unexpired notifications for the polled contexts or for everyone that the client may
-    see and either requires acknowledgement it has not given, or was never delivered to it
-    and is recent. A client without an identity has nothing to be remembered by: none."""
+    see and that either were never delivered to it and are recent, or require an
+    acknowledgement it has not given and were delivered to it before (announcements: even
+    if not). A client without an identity has nothing to be remembered by: none."""
     if client is None:
         return []
     rows = UpdateNotification.objects.raw(
@@ -124,7 +126,8 @@ def notifications_for_poll(
         " WHERE n.expires_at > now() AND n.audience = ANY(%s)"
         " AND (n.context IS NULL OR n.context = ANY(%s))"
         " AND (n.target_sessions = '{}' OR %s = ANY(n.target_sessions))"
-        " AND ((n.requires_ack AND r.acknowledged_at IS NULL)"
+        " AND ((n.requires_ack AND r.acknowledged_at IS NULL"
+        "       AND (r.attempts > 0 OR n.notification_type = 'announcement'))"
         " OR (r.id IS NULL AND n.created_at > now() - %s))"
         " ORDER BY n.created_at, n.id LIMIT %s",
         [client, audiences_visible(audience), list(contexts), client, recent, limit],

@@ -380,3 +380,17 @@ async def test_rows_of_the_raw_sql_path_match_the_frames(ready):
         note["seq"],
         note["requires_ack"],
     )
+
+
+async def test_a_change_notification_never_sent_to_a_client_is_not_sent_on_connect(ready):
+    """Retries are for what a client was sent; a change its snapshot already shows is no
+    news to a client that connects later (announcements are: see test_broadcast)."""
+    _, key = await make_user("latecomer")
+    acme = f"company:{ready['acme']}"
+    await move(ready, "acme", 400)  # critical, requires acknowledgement
+    result = await publish()
+    assert [d["requires_ack"] for d in result.notifications] == [True]
+    for headers in (auth(key), None):
+        client = await live(headers, acme)
+        assert await client.notifications() == []
+        await client.close()
