@@ -15,6 +15,7 @@ from changes.publisher import change_batch_publish, frames_fan_out
 from changes.services import notifications_fan_out
 from notifications.delivery import attempts_flush
 from notifications.models import NotificationReceipt, UpdateNotification
+from tests.live.conftest import live_stack  # noqa: F401 (the real web server and publisher)
 from tests.realtime.conftest import ORIGIN, connect, receive
 
 
