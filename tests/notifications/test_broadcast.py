@@ -232,3 +232,10 @@ async def test_broadcasts_are_rate_limited_per_staff_user(world, staff_key, sett
     assert (await broadcast(ANNOUNCEMENT, other_key)).status_code == 201
     assert await UpdateNotification.objects.acount() == 3
     assert await AuditEntry.objects.acount() == 3
+
+
+async def test_the_broadcast_endpoint_is_in_the_openapi_schema(world):
+    async with make_client() as http:
+        schema = (await http.get("/api/schema/", headers={"Accept": "application/json"})).text
+    assert "/api/admin/updates/broadcast" in schema
+    assert "requires_ack" in schema

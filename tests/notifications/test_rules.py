@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from changes.publisher import change_batch_publish
 from notifications.models import UpdateNotification
+from notifications.services import notifications_prune
 from tests.helpers import sql
 
 pytestmark = pytest.mark.django_db
@@ -261,3 +262,26 @@ def test_the_database_refuses_bad_receipts(world):
                 " VALUES (%s, %s, %s)",
                 [notification, key, attempts],
             )
+
+
+def test_expired_notifications_are_pruned_with_their_receipts(world, settings):
+    settings.NOTIFY_RETENTION_DAYS = 1
+    rows = sql(
+        "INSERT INTO update_notifications (notification_type, level, title, audience,"
+        " target_sessions, payload, created_at, expires_at) VALUES"
+        " ('announcement', 'info', 'old', 'public', '{}', '{}', now() - interval '3 days',"
+        "  now() - interval '2 days'),"
+        " ('announcement', 'info', 'recent', 'public', '{}', '{}', now() - interval '1 day',"
+        "  now() - interval '1 hour'),"
+        " ('announcement', 'info', 'live', 'public', '{}', '{}', now(), now() + interval '1 day')"
+        " RETURNING id"
+    )
+    for (notification,) in rows:
+        sql(
+            "INSERT INTO notification_receipts (notification_id, client_key, attempts)"
+            " VALUES (%s, 'user:1', 1)",
+            [notification],
+        )
+    assert notifications_prune(batch=1) == 1
+    assert sorted(n.title for n in UpdateNotification.objects.all()) == ["live", "recent"]
+    assert sql("SELECT count(*) FROM notification_receipts") == [(2,)]
