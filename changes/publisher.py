@@ -73,6 +73,9 @@ class PublishResult:
     frames: list[Frame] = field(default_factory=list)
     # Industries (ids) whose emission records changed: their benchmarks are due.
     industries_touched: set[str] = field(default_factory=set)
+    # Notifications the batch created (notifications.messages.Delivery), sent after the
+    # frames once the batch committed.
+    notifications: list[dict] = field(default_factory=list)
 
 
 def json_loads(text: str | None) -> Any:
@@ -309,6 +312,9 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
         if not changes:
             return PublishResult()
 
+        # Imported here: notifications uses this module's json_dumps.
+        from notifications.services import batch_notifications_create, batch_ranking_before
+
         slugs = industry_slugs()
         rules = significance_rules()
         threshold = _top_thresholds(cursor, rules["top_rank"])
@@ -332,6 +338,8 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
                 if company_id
             }
         )
+        # The industries' rankings as they were, before the latest totals move.
+        ranking = batch_ranking_before(cursor, changes=changes)
         if companies:
             cursor.execute("SELECT company_latest_refresh(%s::uuid[])", [companies])
 
@@ -396,6 +404,9 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             items.sort(key=lambda item: item["seq"])
         frames = _frames_build(cursor, routed, settings.PUBLISHER_FRAME_MAX_ITEMS)
 
+        notifications = batch_notifications_create(
+            cursor, changes=changes, slugs=slugs, ranking=ranking, now=now
+        )
         seq_to = max(c.seq for c in [*changes, *aggregates])
         change_log_state_ensure(cursor)
         cursor.execute(
@@ -416,6 +427,7 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             has_more=has_more,
             lag_ms=(now - oldest).total_seconds() * 1000,
             frames=frames,
+            notifications=notifications,
         )
 
 

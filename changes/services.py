@@ -167,6 +167,18 @@ def benchmarks_schedule(*, industry_ids: set[str]) -> None:
         _benchmarks_due_until[industry_id] = now + window * 0.9
 
 
+async def notifications_fan_out(deliveries: list[dict]) -> None:
+    """Send a batch's notifications after its frames. A failure is logged, not raised: the
+    batch is published, and notifications that need an acknowledgement are delivered
+    again on reconnect (and carried by polls)."""
+    from notifications.services import notifications_send
+
+    try:
+        await notifications_send(deliveries)
+    except Exception:
+        logger.exception("could not send %d notification(s)", len(deliveries))
+
+
 def publish_and_schedule() -> PublishResult | None:
     """One publisher run plus the follow-up work it makes due (benchmark recomputes),
     for callers that fan the frames out themselves afterwards (tests, shells)."""
@@ -196,5 +208,7 @@ async def publish_fan_out_schedule() -> PublishResult | None:
     result = await sync_to_async(change_batch_publish, thread_sensitive=True)()
     if result is not None and result.frames:
         await frames_fan_out(result.frames)
+    if result is not None and result.notifications:
+        await notifications_fan_out(result.notifications)
     await sync_to_async(follow_up_schedule, thread_sensitive=True)(result)
     return result

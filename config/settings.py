@@ -168,6 +168,10 @@ CELERY_BEAT_SCHEDULE = {
     "publish-changes": {"task": "changes.tasks.publish_changes_task", "schedule": 1.0},
     "prune-change-log": {"task": "changes.tasks.change_log_prune_task", "schedule": 3600.0},
     "sweep-connections": {"task": "realtime.tasks.connections_sweep_task", "schedule": 60.0},
+    "prune-notifications": {
+        "task": "notifications.tasks.notifications_prune_task",
+        "schedule": 3600.0,
+    },
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
@@ -332,3 +336,38 @@ REALTIME_GC_TUNE = os.environ.get("REALTIME_GC_TUNE", "1") == "1"
 REALTIME_GC_THRESHOLDS = tuple(
     int(n) for n in os.environ.get("REALTIME_GC_THRESHOLDS", "10000,20,50").split(",")
 )
+
+# --- Notifications ------------------------------------------------------------------------
+
+# Notifications for significant changes (notifications.rules documents each rule); 0 turns
+# the publisher's part off (announcements still work).
+NOTIFY_ENABLED = env_bool("NOTIFY_ENABLED", True)
+NOTIFY_RULES = {
+    # A company's yearly total moving by this many percent: a toast, not every revision.
+    "total_move_pct": float(os.environ.get("NOTIFY_TOTAL_MOVE_PCT", "25")),
+    "total_critical_pct": float(os.environ.get("NOTIFY_TOTAL_CRITICAL_PCT", "50")),
+    # Entering or leaving an industry's top N by latest total; 0 turns the rule off.
+    "rank_top_n": int(os.environ.get("NOTIFY_RANK_TOP_N", "5")),
+    "verification": env_bool("NOTIFY_VERIFICATION", True),
+    "new_company": env_bool("NOTIFY_NEW_COMPANY", True),
+    "quality_points": float(os.environ.get("NOTIFY_QUALITY_POINTS", "20")),
+    # Levels whose notifications are retried on reconnect until acknowledged.
+    "ack_levels": env_list("NOTIFY_ACK_LEVELS", "critical"),
+}
+# At most this many notifications per published batch (the most severe first): a bulk
+# statement over 100,000 rows must not become 100,000 toasts.
+NOTIFY_MAX_PER_BATCH = int(os.environ.get("NOTIFY_MAX_PER_BATCH", "100"))
+# A notification is delivered, retried and offered to polls for this long.
+NOTIFY_TTL_HOURS = float(os.environ.get("NOTIFY_TTL_HOURS", "24"))
+# Expired notifications (and their receipts) are kept this long for the admin, then pruned.
+NOTIFY_RETENTION_DAYS = float(os.environ.get("NOTIFY_RETENTION_DAYS", "30"))
+# Staff broadcasts per user (`limits` notation), over every server process.
+NOTIFY_BROADCAST_RATE = os.environ.get("NOTIFY_BROADCAST_RATE", "5/minute")
+# Notifications one poll answer carries at most, and how recent one never delivered to a
+# polling client must be to be offered (those requiring acknowledgement: until they expire).
+NOTIFY_POLL_MAX = int(os.environ.get("NOTIFY_POLL_MAX", "20"))
+NOTIFY_POLL_RECENT_S = float(os.environ.get("NOTIFY_POLL_RECENT_S", "300"))
+# Unacknowledged notifications a reconnecting session gets again at most (the newest).
+NOTIFY_REDELIVERY_MAX = int(os.environ.get("NOTIFY_REDELIVERY_MAX", "20"))
+# Unexpired notifications requiring acknowledgement each server process keeps in memory.
+NOTIFY_PENDING_MAX = int(os.environ.get("NOTIFY_PENDING_MAX", "200"))

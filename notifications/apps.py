@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "notifications"
+
+    def ready(self) -> None:
+        # Registers the `notification` control handler and the subscribe hook with the
+        # live transports of every server process.
+        from notifications import delivery  # noqa: F401

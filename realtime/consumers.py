@@ -18,6 +18,7 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from notifications.delivery import session_acknowledge, session_acknowledge_through
 from realtime import protocol
 from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
@@ -288,9 +289,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             raise MessageError(
                 protocol.INVALID_MESSAGE, "`ack` carries a `seq` or a `notification`."
             )
-        # An ack has no reply. Nothing sent so far requires acknowledgement (notifications
-        # with requires_ack arrive with the notification system), so there is nothing to
-        # record yet.
+        # An ack has no reply; a notification id that names nothing this client may see
+        # is refused (and changes nothing).
+        if isinstance(notification, str):
+            refused = await session_acknowledge(self.session, notification)
+            if refused is not None:
+                raise MessageError(protocol.INVALID_MESSAGE, refused)
+        if valid_seq:
+            await session_acknowledge_through(self.session, seq)
 
     async def on_ping(self, message: dict, ref: Any) -> None:
         self.keepalive_armed = True

@@ -29,6 +29,10 @@ CONTROL_MESSAGE_TYPE = "system.control"
 
 Handler = Callable[["LiveSession", dict], Awaitable[None]]
 _handlers: dict[str, Handler] = {}
+# Called once per control message per process, sessions or not (a process-wide cache kept
+# current by the messages, say).
+Observer = Callable[[dict], Awaitable[None]]
+_observers: dict[str, Observer] = {}
 
 
 def client_key(user: Any, session_key: str | None) -> str | None:
@@ -45,6 +49,17 @@ def control_handler(action: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         _handlers[action] = handler
         return handler
+
+    return register
+
+
+def control_observer(action: str) -> Callable[[Observer], Observer]:
+    """Register a coroutine that sees each `action` message once per process, before the
+    per-session handler runs."""
+
+    def register(observer: Observer) -> Observer:
+        _observers[action] = observer
+        return observer
 
     return register
 
@@ -69,9 +84,16 @@ def control_send_sync(action: str, payload: dict, *, clients: Iterable[str] | No
 
 async def control_dispatch(sessions: Iterable[LiveSession], message: dict) -> int:
     """Apply one control message to the targeted sessions of this process; how many."""
+    observer = _observers.get(message.get("action", ""))
+    if observer is not None:
+        try:
+            await observer(message.get("payload") or {})
+        except Exception:
+            logger.exception("control observer of %s failed", message.get("action"))
     handler = _handlers.get(message.get("action", ""))
     if handler is None:
-        logger.warning("no handler for control action %r", message.get("action"))
+        if observer is None:
+            logger.warning("no handler for control action %r", message.get("action"))
         return 0
     clients = message.get("clients")
     targets = set(clients) if clients is not None else None

@@ -286,12 +286,13 @@ class PollAnswer:
     news: bool  # changes, a reset or more to read: answer a long poll at once
 
 
-def poll_answer(page: dict, query_key: str) -> PollAnswer:
+def poll_answer(page: dict, query_key: str, *, fresh: bool = False) -> PollAnswer:
+    """Encode a page; `fresh`: it carries a notification new to the client."""
     body = json_dumps(page).encode()
     # The ETag covers the query and its result (PROTOCOL.md): the same body for another
     # cursor or limit is another tag.
     digest = hashlib.sha256(query_key.encode() + b"\n" + body).hexdigest()[:32]
-    news = bool(page["changes"] or page["reset"] or page["has_more"])
+    news = bool(page["changes"] or page["reset"] or page["has_more"] or fresh)
     return PollAnswer(body, f'"{digest}"', news)
 
 

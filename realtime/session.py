@@ -43,6 +43,17 @@ from realtime.services import connection_close, connection_contexts_set, connect
 logger = logging.getLogger(__name__)
 
 Send = Callable[[str], Awaitable[None]]
+# Run after each subscribe, with the contexts it added (maybe none): apps register what a
+# session gets on joining, such as notifications still awaiting acknowledgement.
+SubscribeHook = Callable[["LiveSession", list[str]], Awaitable[None]]
+_subscribe_hooks: list[SubscribeHook] = []
+
+
+def subscribe_hook(hook: SubscribeHook) -> SubscribeHook:
+    """Register a coroutine run after every subscribe (once, whatever the imports)."""
+    if hook not in _subscribe_hooks:
+        _subscribe_hooks.append(hook)
+    return hook
 
 # Live frames held back for one context (waiting for its interval) beyond which they are
 # dropped and the batch is read from the change log instead: a 5-minute interval on a
@@ -354,6 +365,11 @@ class LiveSession:
         await self._start(accepted, since=since, epoch=epoch, state=state)
         if new:
             await self._track_contexts()
+        for hook in _subscribe_hooks:
+            try:
+                await hook(self, new)
+            except Exception:
+                logger.exception("a subscribe hook failed for session %s", self.id)
 
     async def resume(self, *, since: int | dict | None = None, ref: Any = None) -> None:
         """Resume sending, catching up from `since` (or from each context's cursor)."""

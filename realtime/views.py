@@ -16,6 +16,7 @@ signed in with the session cookie), throttles and error handler.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -41,6 +42,12 @@ from changes.items import format_at
 from changes.publisher import json_dumps
 from changes.selectors import change_log_state, publisher_backlog
 from config.errors import ApplicationError, InvalidParameter, NotFound, error_body
+from notifications.selectors import notifications_for_poll, receipt_client_key
+from notifications.services import (
+    notification_acknowledge,
+    notification_attempts_record,
+    notifications_acknowledge_through,
+)
 from realtime import protocol
 from realtime.access import audience_of, contexts_authorize
 from realtime.auth import user_for_token
@@ -176,11 +183,11 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
         return _error_response(Unavailable("The change log is unavailable; retry shortly."))
 
 
-# A poll's reads are independent of each other and of everything else on the process's
-# shared synchronous thread, so they run on the thread pool, each with a connection from
-# the pool: concurrent polls wait for PostgreSQL side by side instead of in one queue.
+# A poll's reads (here and in `read` below) are independent of each other and of
+# everything else on the process's shared synchronous thread, so they run on the thread
+# pool, each with a connection from the pool: concurrent polls wait for PostgreSQL side
+# by side instead of in one queue.
 _poll_scope = database_sync_to_async(poll_scope, thread_sensitive=False)
-_poll_page = database_sync_to_async(poll_page, thread_sensitive=False)
 
 
 async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
@@ -198,11 +205,31 @@ async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
         }
     )
 
-    async def read() -> PollAnswer:
-        page = await _poll_page(
-            scope=scope, audience=audience, limit=query.limit, epoch=query.epoch
+    # Notifications for this client ride along (docs/protocol.md, `notifications`).
+    client = receipt_client_key(
+        user=user,
+        session_key=getattr(getattr(request, "session", None), "session_key", None),
+        connection_id=query.session,
+    )
+    carried: list = []
+
+    def read_page() -> dict:
+        page = poll_page(scope=scope, audience=audience, limit=query.limit, epoch=query.epoch)
+        carried[:] = notifications_for_poll(
+            client=client,
+            audience=audience,
+            contexts=scope.contexts,
+            limit=settings.NOTIFY_POLL_MAX,
+            recent=dt.timedelta(seconds=settings.NOTIFY_POLL_RECENT_S),
         )
-        return poll_answer(page, query_key)
+        page["notifications"] = [item.message for item in carried]
+        return page
+
+    async def read() -> PollAnswer:
+        page = await database_sync_to_async(read_page, thread_sensitive=False)()
+        # Only a notification new to the client answers a long poll at once; one awaiting
+        # acknowledgement rides along with the next answer.
+        return poll_answer(page, query_key, fresh=any(item.fresh for item in carried))
 
     if_none_match = request.headers.get("If-None-Match")
 
@@ -217,6 +244,10 @@ async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
         )
     if etag_matches(if_none_match, answer.etag):
         return _poll_headers(HttpResponseNotModified(), answer.etag)
+    if carried and client is not None:
+        await database_sync_to_async(notification_attempts_record)(
+            attempts=[(item.message["id"], client, 1) for item in carried]
+        )
     return _poll_headers(HttpResponse(answer.body, content_type="application/json"), answer.etag)
 
 
@@ -305,13 +336,23 @@ class AcknowledgeView(RealtimeAPIView):
         owned = connection_owned(session=data["session"], user=request.user)
         if owned is None:
             raise NotFound("No such session.")
+        client = receipt_client_key(
+            user=request.user,
+            session_key=getattr(getattr(request, "session", None), "session_key", None),
+            connection_id=owned.id,
+        )
         if "notification" in data:
-            # Notifications arrive with a later issue: no id names one yet.
-            raise NotFound("No such notification.")
+            notification_acknowledge(
+                notification=data["notification"],
+                client=client,
+                audience=audience_of(request.user),
+            )
+            return Response(status=http_status.HTTP_204_NO_CONTENT)
         head = change_log_state().head_seq
         if data["seq"] > head:
             raise InvalidParameter(f"`seq` is above the server's head ({head}).")
         connection_ack_record(session=owned.id, seq=data["seq"])
+        notifications_acknowledge_through(client=client, seq=data["seq"])
         return Response(status=http_status.HTTP_204_NO_CONTENT)
 
 

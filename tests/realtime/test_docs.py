@@ -51,6 +51,7 @@ def test_every_message_type_is_documented():
         "heartbeat",
         "error",
         "policy",  # checked in tests/preferences/test_live.py
+        "notification",
     }
 
 
@@ -108,3 +109,22 @@ async def test_hello_and_heartbeat_examples(world, settings):
     assert_same_shape(documented["hello"], await receive(communicator))
     assert_same_shape(documented["heartbeat"], await receive_until(communicator, "heartbeat"))
     await communicator.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_the_notification_example(client, world):
+    from tests.notifications.conftest import publish as publish_with_notifications
+
+    await publish_with_notifications()
+    await client.send_json_to({"type": "subscribe", "contexts": [f"company:{world['acme']}"]})
+    await receive_until(client, "subscribed")
+    await db(
+        "UPDATE emission_records SET scope1_tonnes = 400 WHERE company_id = %s AND year = 2024",
+        [world["acme"]],
+    )
+    await publish_with_notifications()
+    while (message := await receive(client))["type"] != "notification":
+        assert message["type"] in ("batch", "heartbeat")
+    documented = examples()["notification"]
+    assert_same_shape(documented, message)
+    assert documented["kind"] == message["kind"] == "total_move"

@@ -56,7 +56,15 @@ async def test_poll_returns_the_changes_after_the_cursor(http, published):
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     state = await database_sync_to_async(change_log_state)()
-    assert set(body) == {"epoch", "changes", "next", "has_more", "rejected", "reset"}
+    assert set(body) == {
+        "epoch",
+        "changes",
+        "next",
+        "has_more",
+        "rejected",
+        "reset",
+        "notifications",
+    }
     assert body["epoch"] == state.epoch
     assert body["next"] == state.head_seq and body["has_more"] is False
     assert body["rejected"] == [] and body["reset"] is None

@@ -390,11 +390,16 @@ async def test_acknowledge_above_the_head_is_400(http, published):
     assert (await connection_row(session)).last_ack_seq == 0
 
 
-async def test_acknowledge_a_notification_is_404_until_there_are_any(http, published):
+async def test_acknowledge_an_unknown_notification_is_404_and_a_malformed_id_400(http, published):
     session = await open_session()
-    response = await http.post(ACKNOWLEDGE, json={"session": session, "notification": "n-1"})
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    unknown = await http.post(
+        ACKNOWLEDGE, json={"session": session, "notification": str(uuid.uuid4())}
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+    malformed = await http.post(ACKNOWLEDGE, json={"session": session, "notification": "n-1"})
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["code"] == "invalid_request"
 
 
 async def test_acknowledge_someone_elses_or_an_unknown_session_is_404(http, published):
