@@ -183,11 +183,7 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
         return _error_response(Unavailable("The change log is unavailable; retry shortly."))
 
 
-# A poll's reads (here and in `read` below) are independent of each other and of
-# everything else on the process's shared synchronous thread, so they run on the thread
-# pool, each with a connection from the pool: concurrent polls wait for PostgreSQL side
-# by side instead of in one queue.
-_poll_scope = database_sync_to_async(poll_scope, thread_sensitive=False)
+_poll_scope = database_sync_to_async(poll_scope)
 
 
 async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
@@ -226,7 +222,7 @@ async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
         return page
 
     async def read() -> PollAnswer:
-        page = await database_sync_to_async(read_page, thread_sensitive=False)()
+        page = await database_sync_to_async(read_page)()
         # Only a notification new to the client answers a long poll at once; one awaiting
         # acknowledgement rides along with the next answer.
         return poll_answer(page, query_key, fresh=any(item.fresh for item in carried))
