@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from adminpanel.redis_store import key, redis_client
 
@@ -140,7 +141,7 @@ def _histogram(name: str, documentation: str, counters: dict, prefix: str, bound
     buckets, cumulative = [], 0.0
     for bound in (*bounds, "+Inf"):
         cumulative += counters.get(f"{prefix}_le:{bound}", 0)
-        buckets.append((str(bound) if bound != "+Inf" else "+Inf", cumulative))
+        buckets.append((floatToGoString(bound), cumulative))
     return HistogramMetricFamily(
         name, documentation, buckets=buckets, sum_value=counters.get(f"{prefix}_sum", 0)
     )

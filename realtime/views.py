@@ -266,7 +266,13 @@ def json_body(request: Request, serializer_class) -> dict:
         raise too_large from None
     if len(raw) > BODY_MAX_BYTES:
         raise too_large
-    serializer = serializer_class(data=request.data)
+    try:
+        data = request.data
+    except RecursionError:
+        # json.loads gives up on deeply nested input with RecursionError, which DRF's
+        # parser does not turn into a ParseError.
+        raise ApplicationError("The JSON is nested too deeply.", code="malformed_request") from None
+    serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
