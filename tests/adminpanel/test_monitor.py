@@ -215,3 +215,31 @@ async def test_static_files_of_the_page_are_served():
             "/static/vendor/uplot/LICENSE",
         ):
             assert (await http.get(path)).status_code == 200, path
+
+
+async def test_the_documented_monitor_and_maintenance_examples_match_the_server(world):
+    from adminpanel.services import maintenance_switch
+    from tests.realtime.test_docs import examples
+
+    documented = examples()
+    _, key_ = await auser_with_token("operator", staff=True)
+    watcher = await connected([token_header(key_)])
+    try:
+        await subscribe(watcher, ["monitor", "overview"])
+        hub = get_hub()
+        while await monitor_tick(hub, ProcessFigures(hub), PublisherRates()) is None:
+            pass
+        real = await next_of(watcher, "monitor")
+        await database_sync_to_async(maintenance_switch)(actor=None, active=True, message="x")
+        maintenance = await next_of(watcher, "maintenance")
+    finally:
+        await watcher.disconnect()
+
+    example = documented["monitor"]
+    assert set(example) == set(real)
+    for section in ("connections", "publisher", "health", "maintenance"):
+        assert set(example[section]) == set(real[section]), section
+    assert set(example["health"]["database"]) == set(real["health"]["database"])
+    assert set(example["processes"][0]) == set(real["processes"][0])
+    assert set(example["top_contexts"][0]) == set(real["top_contexts"][0])
+    assert set(documented["maintenance"]) == set(maintenance)

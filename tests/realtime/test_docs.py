@@ -50,6 +50,8 @@ def test_every_message_type_is_documented():
         "pong",
         "heartbeat",
         "error",
+        "maintenance",
+        "monitor",
     }
 
 
