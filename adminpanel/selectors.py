@@ -189,7 +189,7 @@ def refresh_metrics_series(*, hours: float, bucket_s: int) -> dict:
     start = now - dt.timedelta(hours=hours)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT extract(epoch FROM date_bin(make_interval(secs => %s), at,"
+            "SELECT extract(epoch FROM date_bin(make_interval(secs => %s::float8), at,"
             " TIMESTAMPTZ '2000-01-01 00:00:00+00'))::bigint AS bucket, metric, label,"
             " CASE WHEN metric = ANY(%s) THEN sum(value) ELSE avg(value) END"
             " FROM refresh_metrics WHERE at >= %s GROUP BY bucket, metric, label"

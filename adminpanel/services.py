@@ -81,7 +81,8 @@ def maintenance_switch(
     the mode under the same lock. When maintenance ends, every hub then compares its
     contexts with the published heads and reads what was held back from the log, and
     no batch published with the old mode can slip in after that comparison.
-    A switch that changes nothing is not recorded and not announced.
+    A switch that changes nothing (or switches off what is off) is not recorded and not
+    announced.
     """
     from changes.publisher import PUBLISHER_LOCK_KEY
 
@@ -94,7 +95,8 @@ def maintenance_switch(
     row, _ = MaintenanceState.objects.select_for_update().get_or_create(id=1)
     was_active = row.active
     wanted = (active, message, until, retry_after, window.pk if window else None)
-    if (row.active, row.message, row.until, row.retry_after, row.window_id) == wanted:
+    unchanged = (row.active, row.message, row.until, row.retry_after, row.window_id) == wanted
+    if unchanged or (not active and not row.active):
         return maintenance_read()
     user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
     row.active, row.message, row.until, row.retry_after = active, message, until, retry_after

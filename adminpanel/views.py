@@ -73,6 +73,8 @@ def monitor_page(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
         "title": "Live monitoring",
+        # The page needs the width; the admin's model list is one click away (Home).
+        "is_nav_sidebar_enabled": False,
         "interval_ms": int(settings.MONITOR_INTERVAL_S * 1000),
         "maintenance": maintenance_read(),
     }

@@ -103,12 +103,7 @@ async def test_a_snapshot_reaches_live_monitor_subscribers_only(world):
         assert any(p["connections"] >= 3 for p in message["processes"])
         # Paused and unsubscribed connections get nothing.
         assert await viewer.receive_nothing(timeout=0.3)
-        while True:
-            try:
-                other = await receive(paused, timeout=0.3)
-            except TimeoutError:
-                break
-            assert other["type"] == "heartbeat"
+        assert await paused.receive_nothing(timeout=0.3)
     finally:
         for communicator in (watcher, paused, viewer):
             await communicator.disconnect()

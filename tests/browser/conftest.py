@@ -7,9 +7,11 @@ this project gets a browser. Screenshots go to test-artifacts/browser/ (gitignor
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from tests.live.conftest import REPO, live_stack  # noqa: F401 (the fixture, reused)
 
@@ -17,10 +19,16 @@ CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the session. Without the browser, the tests are skipped
-    on a developer's machine and fail in CI (where .ci/run installs it)."""
+@pytest.fixture
+def browser(browser_stack):
+    """Headless Chromium for one test. Without the browser, the tests are skipped on a
+    developer's machine and fail in CI (where .ci/run installs it).
+
+    While it is open, Playwright's synchronous API keeps an asyncio loop running in this
+    thread, and Django refuses ORM calls inside a running loop. So it opens after the
+    live stack and its test database (set up and flushed around it, outside its
+    lifetime), and the test's own ORM calls go through `orm()`. Request data fixtures
+    (`world`) before `page`."""
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: apt-get install chromium"
         if os.environ.get("CI"):
@@ -45,6 +53,19 @@ def page(browser):
     context.close()
 
 
+def orm(function, *args, **kwargs):
+    """Run a database call in a thread of its own (see `browser`), closing its connection."""
+
+    def run():
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
 @pytest.fixture
 def page_errors(page) -> list[str]:
     """Uncaught errors of the page's scripts, collected as they happen."""
@@ -62,7 +83,7 @@ def fast_monitor(monkeypatch):
 
 @pytest.fixture
 def browser_stack(fast_monitor, live_stack):  # noqa: F811 (the reused fixture)
-    """The live stack, for a browser."""
+    """The live stack (web server and publisher processes on the test database)."""
     return live_stack
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from websockets.sync.client import connect
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import orm, screenshot
 from tests.helpers import sql
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -34,8 +34,13 @@ def wait_for_figure(page, name: str, predicate_js: str, timeout_ms: int = 20_000
     )
 
 
-def test_the_monitoring_page_updates_live(browser_stack, page, page_errors, world):
-    get_user_model().objects.create_user("operator", password="operator-pass-1", is_staff=True)
+def test_the_monitoring_page_updates_live(browser_stack, world, page, page_errors):
+    orm(
+        get_user_model().objects.create_user,
+        "operator",
+        password="operator-pass-1",
+        is_staff=True,
+    )
     base = browser_stack.http_url
 
     page.goto(f"{base}/admin/monitor/")
@@ -62,7 +67,7 @@ def test_the_monitoring_page_updates_live(browser_stack, page, page_errors, worl
         deliveries_before = number(figure(page, "deliveries_total"))
 
         # A raw SQL write: captured, published by the publisher process, delivered.
-        sql("UPDATE companies SET name = 'Acme Steel Live' WHERE id = %s", [world["acme"]])
+        orm(sql, "UPDATE companies SET name = 'Acme Steel Live' WHERE id = %s", [world["acme"]])
         while True:
             message = json.loads(ws.recv(timeout=15))
             if message["type"] == "batch" and any(
