@@ -371,6 +371,12 @@ ENGAGEMENT_RATE = os.environ.get("ENGAGEMENT_RATE", "30/minute")
 # Events in one report: the client batches what happened while it was offline.
 ENGAGEMENT_MAX_EVENTS = int(os.environ.get("ENGAGEMENT_MAX_EVENTS", "20"))
 
+# One schema name for the transport choices, wherever a serializer uses them (the
+# engagement report has two such fields).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["TransportEnum"] = (
+    "realtime.models.Transport"
+)
+
 CELERY_BEAT_SCHEDULE.update(
     {
         "maintenance-windows": {

@@ -232,6 +232,7 @@ async def test_critical_changes_still_go_out_during_maintenance_after_what_was_h
             [world["acme"]],
         )
         minor = await publish_fan_out_schedule()
+        assert minor.maintenance and minor.frames  # published, held back
         assert await client.receive_nothing(timeout=0.3)
 
         # A total moving by more than half is critical: it goes out, after the minor one.
@@ -316,3 +317,20 @@ async def test_a_new_connection_after_maintenance_ends_is_admitted_at_once(world
     await client.send_json_to({"type": "ping"})
     assert (await receive(client))["type"] == "pong"
     await client.disconnect()
+
+
+async def test_an_open_sse_stream_stays_and_hears_both_switches(world):
+    from tests.realtime.test_sse import Stream
+
+    stream = Stream("contexts=overview")
+    await stream.opened()
+    try:
+        await switch(actor=None, active=True, message="Upgrade", retry_after=9)
+        on = await stream.until("maintenance")
+        assert on["message"]["active"] is True and on["message"]["message"] == "Upgrade"
+        await switch(actor=None, active=False)
+        off = await stream.until("maintenance")
+        assert off["message"]["active"] is False
+        assert not stream.ended
+    finally:
+        await stream.close()

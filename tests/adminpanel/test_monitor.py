@@ -16,14 +16,19 @@ from adminpanel.monitor import (
 from adminpanel.redis_store import key, redis_client
 from realtime.hub import get_hub
 from tests.adminpanel.conftest import auser_with_token, connected, next_of, token_header
-from tests.realtime.conftest import ORIGIN, make_client, receive
+from tests.realtime.conftest import ORIGIN, make_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
 async def subscribe(communicator, contexts: list) -> dict:
+    """Subscribe and wait until the connection has recorded it (messages are handled in
+    order: the pong comes after the subscribe is done, active_connections included)."""
     await communicator.send_json_to({"type": "subscribe", "contexts": contexts})
-    return await next_of(communicator, "subscribed")
+    reply = await next_of(communicator, "subscribed")
+    await communicator.send_json_to({"type": "ping"})
+    await next_of(communicator, "pong")
+    return reply
 
 
 async def staff_subscriptions() -> list[tuple[str, str, str]]:
