@@ -348,3 +348,38 @@ def test_cancelling_a_running_window_ends_maintenance_but_not_a_manual_one(staff
     maintenance_windows_apply(now=other.ends_at + dt.timedelta(seconds=1))
     state = maintenance_read()
     assert state.active and state.message == "Manual"
+
+
+@pytest.mark.django_db
+def test_windows_planned_in_the_django_admin_are_audited_and_validated(client):
+    admin = get_user_model().objects.create_superuser("root", password="root-pass-1")
+    client.force_login(admin)
+    starts = (timezone.now() + dt.timedelta(days=1)).replace(microsecond=0)
+
+    def form(starts_at, ends_at, message="Kernel upgrade"):
+        return {
+            "starts_at_0": starts_at.strftime("%Y-%m-%d"),
+            "starts_at_1": starts_at.strftime("%H:%M:%S"),
+            "ends_at_0": ends_at.strftime("%Y-%m-%d"),
+            "ends_at_1": ends_at.strftime("%H:%M:%S"),
+            "message": message,
+            "retry_after": "",
+            "announce_before": "01:00:00",
+        }
+
+    add = "/admin/adminpanel/maintenancewindow/add/"
+    response = client.post(add, form(starts, starts + dt.timedelta(minutes=30)))
+    assert response.status_code == 302, response.content
+    window = MaintenanceWindow.objects.get()
+    assert window.message == "Kernel upgrade" and window.created_by == admin
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.target) == (
+        AuditAction.MAINTENANCE_SCHEDULED,
+        f"window:{window.pk}",
+    )
+
+    past = timezone.now() - dt.timedelta(days=1)
+    response = client.post(add, form(past, past + dt.timedelta(minutes=30)))
+    assert response.status_code == 200  # the form again, with the reason
+    assert b"already ended" in response.content
+    assert MaintenanceWindow.objects.count() == 1

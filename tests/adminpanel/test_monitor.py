@@ -1,6 +1,8 @@
 """The `monitor` context (staff only), its snapshots, the audit of staff-only
 subscriptions, and the monitoring page."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -243,3 +245,33 @@ async def test_the_documented_monitor_and_maintenance_examples_match_the_server(
     assert set(example["processes"][0]) == set(real["processes"][0])
     assert set(example["top_contexts"][0]) == set(real["top_contexts"][0])
     assert set(documented["maintenance"]) == set(maintenance)
+
+
+async def test_monitor_over_sse_and_polling(world):
+    from tests.realtime.test_sse import Stream
+
+    _, key_ = await auser_with_token("operator", staff=True)
+    auth = {"Authorization": f"Token {key_}"}
+    async with make_client() as http:
+        poll = await http.get("/api/updates/latest/0?contexts=monitor", headers=auth)
+        assert poll.status_code == 200
+        assert poll.json()["changes"] == [] and poll.json()["rejected"] == []
+        anonymous = await http.get("/api/updates/latest/0?contexts=monitor")
+        assert anonymous.json()["rejected"] == [{"context": "monitor", "code": "forbidden_context"}]
+
+    stream = Stream("contexts=monitor", headers=[(b"authorization", f"Token {key_}".encode())])
+    _, subscribed = await stream.opened()
+    try:
+        assert subscribed["contexts"] == ["monitor"]
+        hub = get_hub()
+        # The stream's `subscribed` comes before its session finishes subscribing.
+        while not any(
+            "monitor" in s.cursors and "monitor" not in s.switching for s in hub.sessions
+        ):
+            await asyncio.sleep(0.01)
+        while await monitor_tick(hub, ProcessFigures(hub), PublisherRates()) is None:
+            pass
+        event = await stream.until("monitor")
+        assert event["message"]["type"] == "monitor" and "id" not in event
+    finally:
+        await stream.close()
