@@ -4,3 +4,15 @@ from django.apps import AppConfig
 class AdminpanelConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "adminpanel"
+
+    def ready(self) -> None:
+        from prometheus_client import REGISTRY
+
+        # Registers the monitor's hub task and the process handlers (maintenance, monitor).
+        from adminpanel import handlers, monitor  # noqa: F401
+        from adminpanel.metrics import OperatorsCollector
+
+        # ready() can run twice (test runners); register the collector once.
+        if not getattr(REGISTRY, "_carbon_operators", False):
+            REGISTRY.register(OperatorsCollector())
+            REGISTRY._carbon_operators = True

@@ -76,6 +76,8 @@ class PublishResult:
     # Notifications the batch created (notifications.messages.Delivery), sent after the
     # frames once the batch committed.
     notifications: list[dict] = field(default_factory=list)
+    # Maintenance mode was on when the batch was published (frames_to_fan_out).
+    maintenance: bool = False
 
 
 def json_loads(text: str | None) -> Any:
@@ -311,6 +313,10 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
         changes = [captured_change_from_row(row) for row in rows[:limit]]
         if not changes:
             return PublishResult()
+        # Read under the lock, which the maintenance switch takes too (adminpanel).
+        from adminpanel.selectors import maintenance_active_locked
+
+        maintenance = maintenance_active_locked(cursor)
 
         # Imported here: notifications uses this module's json_dumps.
         from notifications.services import batch_notifications_create, batch_ranking_before
@@ -428,6 +434,7 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             lag_ms=(now - oldest).total_seconds() * 1000,
             frames=frames,
             notifications=notifications,
+            maintenance=maintenance,
         )
 
 
@@ -436,6 +443,20 @@ def changes_pending() -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT EXISTS (SELECT 1 FROM data_changes WHERE processed_at IS NULL)")
         return cursor.fetchone()[0]
+
+
+def frames_to_fan_out(result: PublishResult) -> list[Frame]:
+    """The frames of a batch to send: all of them, or while maintenance is on only those
+    that carry a critical change. The others are committed like any batch; receivers read
+    them from the log when the next frame of their context shows the gap (its prev_seq)
+    or when maintenance ends (every hub then compares its contexts with the heads)."""
+    if not result.maintenance:
+        return result.frames
+    return [
+        frame
+        for frame in result.frames
+        if any(item.get("significance") == "critical" for item in frame.message["changes"])
+    ]
 
 
 async def frames_fan_out(frames: list[Frame]) -> None:

@@ -18,6 +18,7 @@ from changes.publisher import (
     change_batch_publish,
     change_log_state_ensure,
     frames_fan_out,
+    frames_to_fan_out,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,13 +188,17 @@ def publish_and_schedule() -> PublishResult | None:
     return result
 
 
-def follow_up_schedule(result: PublishResult | None) -> None:
-    """Queue the benchmark recomputes a published batch makes due.
+def follow_up_schedule(result: PublishResult | None, *, sent_frames: int | None = None) -> None:
+    """Count the batch in the publisher's metrics and queue the benchmark recomputes it
+    makes due.
 
     Called after the batch committed (and, on the live path, after its frames went out:
     up to one Redis round trip per industry touched, which subscribers need not wait
     for). If Redis is away, scheduling fails and is logged; the batch is unaffected.
     """
+    from adminpanel.metrics import publisher_batch_record
+
+    publisher_batch_record(result, sent_frames=sent_frames)
     if result is None or not result.industries_touched:
         return
     try:
@@ -206,9 +211,10 @@ async def publish_fan_out_schedule() -> PublishResult | None:
     """The live publisher step: publish one batch, send its frames, then schedule the
     follow-up work. None when another publisher holds the lock."""
     result = await sync_to_async(change_batch_publish, thread_sensitive=True)()
-    if result is not None and result.frames:
-        await frames_fan_out(result.frames)
+    sent = frames_to_fan_out(result) if result is not None else []
+    if sent:
+        await frames_fan_out(sent)
     if result is not None and result.notifications:
         await notifications_fan_out(result.notifications)
-    await sync_to_async(follow_up_schedule, thread_sensitive=True)(result)
+    await sync_to_async(follow_up_schedule, thread_sensitive=True)(result, sent_frames=len(sent))
     return result

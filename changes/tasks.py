@@ -11,14 +11,20 @@ def publish_changes_task() -> int:
     """The beat safety net: publish until nothing is pending (or another publisher is)."""
     from asgiref.sync import async_to_sync
 
+    from adminpanel.metrics import publisher_metrics_flush
+
     published = 0
-    while True:
-        result = async_to_sync(publish_fan_out_schedule)()
-        if not result or not result.changes:
-            return published
-        published += result.changes
-        if not result.has_more:
-            return published
+    try:
+        while True:
+            result = async_to_sync(publish_fan_out_schedule)()
+            if not result or not result.changes:
+                return published
+            published += result.changes
+            if not result.has_more:
+                return published
+    finally:
+        if published:
+            publisher_metrics_flush()
 
 
 @shared_task(ignore_result=True)

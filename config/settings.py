@@ -371,3 +371,64 @@ NOTIFY_POLL_RECENT_S = float(os.environ.get("NOTIFY_POLL_RECENT_S", "300"))
 NOTIFY_REDELIVERY_MAX = int(os.environ.get("NOTIFY_REDELIVERY_MAX", "20"))
 # Unexpired notifications requiring acknowledgement each server process keeps in memory.
 NOTIFY_PENDING_MAX = int(os.environ.get("NOTIFY_PENDING_MAX", "200"))
+# --- Operators: maintenance mode, monitoring, refresh metrics (adminpanel) -----------------
+
+# Maintenance mode lives in one database row (adminpanel.MaintenanceState). Server
+# processes read it through a per-process cache at most this old: every connect checks
+# it, and a database read per connect would be one more round trip on the hot path. The
+# switch updates every process's cache at once (a message on the system group), so this
+# only bounds how long a process that missed that message (Redis away) lags behind.
+MAINTENANCE_CACHE_S = float(os.environ.get("MAINTENANCE_CACHE_S", "2"))
+# The retry hint (close reason `retry_after=N`, `Retry-After`) of a connection refused
+# during maintenance when the switch sets none and `until` is unknown: a minute spreads
+# the reconnections of thousands of clients and costs a waiting viewer little.
+MAINTENANCE_RETRY_AFTER_S = int(os.environ.get("MAINTENANCE_RETRY_AFTER_S", "60"))
+# A hint derived from `until` is capped, so clients look again at least this often (the
+# operator may end maintenance early).
+MAINTENANCE_RETRY_MAX_S = int(os.environ.get("MAINTENANCE_RETRY_MAX_S", "300"))
+# Staff connections are admitted during maintenance: the operators switching it on keep
+# the live monitoring page.
+MAINTENANCE_ADMIT_STAFF = env_bool("MAINTENANCE_ADMIT_STAFF", True)
+# A scheduled window is announced this long before it starts unless it says otherwise.
+MAINTENANCE_ANNOUNCE_BEFORE_S = int(os.environ.get("MAINTENANCE_ANNOUNCE_BEFORE_S", "3600"))
+# How often beat checks the windows: a window starts and ends at most this late.
+MAINTENANCE_WINDOW_CHECK_S = float(os.environ.get("MAINTENANCE_WINDOW_CHECK_S", "10"))
+# Every server process publishes its figures (connections, deliveries/s, errors) to Redis
+# this often, and the leader among them sends the `monitor` snapshot to its subscribers:
+# "every second or two" for the operators, a few Redis commands per process.
+MONITOR_INTERVAL_S = float(os.environ.get("MONITOR_INTERVAL_S", "2"))
+# The publisher adds its batches to the Redis histograms at most this often (a pipeline
+# per batch would be a round trip on its latency path at 100 batches/s).
+PUBLISHER_METRICS_FLUSH_S = float(os.environ.get("PUBLISHER_METRICS_FLUSH_S", "1"))
+# refresh_metrics rows (one per figure per minute, ~30 a minute) are kept this long;
+# engagement events, counted into refresh_metrics every minute, a week.
+REFRESH_METRICS_RETENTION_DAYS = float(os.environ.get("REFRESH_METRICS_RETENTION_DAYS", "30"))
+ENGAGEMENT_RETENTION_DAYS = float(os.environ.get("ENGAGEMENT_RETENTION_DAYS", "7"))
+# Engagement reports per client (user, or browser session, or address): a browser sends
+# one when a viewer pauses, refreshes or falls back, a few a minute at most.
+ENGAGEMENT_RATE = os.environ.get("ENGAGEMENT_RATE", "30/minute")
+# Events in one report: the client batches what happened while it was offline.
+ENGAGEMENT_MAX_EVENTS = int(os.environ.get("ENGAGEMENT_MAX_EVENTS", "20"))
+
+# One schema name for the transport choices, wherever a serializer uses them (the
+# engagement report has two such fields).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["TransportEnum"] = (
+    "realtime.models.Transport"
+)
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "maintenance-windows": {
+            "task": "adminpanel.tasks.maintenance_windows_apply_task",
+            "schedule": MAINTENANCE_WINDOW_CHECK_S,
+        },
+        "refresh-metrics-snapshot": {
+            "task": "adminpanel.tasks.refresh_metrics_snapshot_task",
+            "schedule": 60.0,
+        },
+        "refresh-metrics-prune": {
+            "task": "adminpanel.tasks.refresh_metrics_prune_task",
+            "schedule": 3600.0,
+        },
+    }
+)

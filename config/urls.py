@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("emissions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("adminpanel.urls")),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]

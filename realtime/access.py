@@ -17,6 +17,11 @@ from emissions.selectors import user_sees_everything
 INVALID_CONTEXT = "invalid_context"
 FORBIDDEN_CONTEXT = "forbidden_context"
 
+# The operators' live figures (adminpanel/monitor.py): staff only, refused to everybody
+# else exactly like a hidden company. Its subscribers receive `monitor` messages, never
+# batches (docs/protocol.md).
+MONITOR = "monitor"
+
 
 @dataclass(frozen=True)
 class ContextDecision:
@@ -43,6 +48,9 @@ def contexts_authorize(*, user: Any, contexts: list) -> list[ContextDecision]:
     parsed: list[tuple[Any, str | None, str | None, str | None]] = []
     company_ids, slugs = set(), set()
     for requested in contexts:
+        if requested == MONITOR:
+            parsed.append((requested, MONITOR, None, None))
+            continue
         try:
             kind, key = context_parse(requested)
         except InvalidContext:
@@ -66,6 +74,8 @@ def contexts_authorize(*, user: Any, contexts: list) -> list[ContextDecision]:
             decisions.append(ContextDecision(requested, None, code))
         elif kind in (OVERVIEW, COMPANIES):
             decisions.append(ContextDecision(requested, kind))
+        elif kind == MONITOR and user_sees_everything(user=user):
+            decisions.append(ContextDecision(requested, MONITOR))
         elif kind == SYSTEM:
             # Implicit for everyone; asking for it is harmless and changes nothing.
             decisions.append(ContextDecision(requested, SYSTEM))

@@ -18,8 +18,15 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from adminpanel.selectors import maintenance_refusing
 from notifications.delivery import session_acknowledge, session_acknowledge_through
 from realtime import protocol
+from realtime.metrics import (
+    LIMIT_WS_CONNECTIONS,
+    LIMIT_WS_MESSAGES,
+    maintenance_refusal_count,
+    rate_limited_count,
+)
 from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
 
@@ -104,10 +111,20 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if self.scope.get("auth_error"):
             await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
             return
+        maintenance = await maintenance_refusing(user=self.scope.get("user"))
+        if maintenance is not None:
+            # New connections wait while maintenance is on; open ones stay.
+            maintenance_refusal_count("websocket")
+            await self.accept()
+            await self.close(
+                code=protocol.CLOSE_UNAVAILABLE, reason=f"retry_after={maintenance.retry_hint()}"
+            )
+            return
         address = client_address(self.scope)
         if await database_sync_to_async(connections_at_address)(address=address) >= (
             settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
         ):
+            rate_limited_count(LIMIT_WS_CONNECTIONS)
             await self.accept()
             await self.close(
                 code=protocol.CLOSE_RATE_LIMITED,
@@ -223,6 +240,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         key = f"ws:{self.session.id}"
         if await _message_limiter.hit(self.rate, key):
             return True
+        rate_limited_count(LIMIT_WS_MESSAGES)
         self.limited_strikes += 1
         window = settings.REALTIME_MESSAGE_WINDOW_S
         if self.limited_strikes > settings.REALTIME_RATE_LIMIT_STRIKES:

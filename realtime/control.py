@@ -107,3 +107,48 @@ async def control_dispatch(sessions: Iterable[LiveSession], message: dict) -> in
         except Exception:
             logger.exception("control %s failed for session %s", message.get("action"), session.id)
     return applied
+
+
+# -- process messages: once per server process, not per session -----------------------------
+
+PROCESS_MESSAGE_TYPE = "system.process"
+
+ProcessHandler = Callable[[Any, dict], Awaitable[None]]
+_process_handlers: dict[str, ProcessHandler] = {}
+
+
+def process_handler(action: str) -> Callable[[ProcessHandler], ProcessHandler]:
+    """Register the coroutine that applies `action` once in each server process; it is
+    given the process's hub (maintenance mode refreshing its cache, the monitor snapshot
+    handed to the hub's `monitor` subscribers)."""
+
+    def register(handler: ProcessHandler) -> ProcessHandler:
+        _process_handlers[action] = handler
+        return handler
+
+    return register
+
+
+async def process_send(action: str, payload: dict) -> None:
+    """Send `action` to every server process's hub."""
+    await get_channel_layer().group_send(
+        SYSTEM_GROUP, {"type": PROCESS_MESSAGE_TYPE, "action": action, "payload": payload}
+    )
+
+
+def process_send_sync(action: str, payload: dict) -> None:
+    """process_send from synchronous code."""
+    async_to_sync(process_send)(action, payload)
+
+
+async def process_dispatch(hub: Any, message: dict) -> bool:
+    """Apply one process message to this process's hub; False when nobody handles it."""
+    handler = _process_handlers.get(message.get("action", ""))
+    if handler is None:
+        logger.warning("no handler for process action %r", message.get("action"))
+        return False
+    try:
+        await handler(hub, message.get("payload") or {})
+    except Exception:
+        logger.exception("process action %s failed", message.get("action"))
+    return True

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from channels.db import database_sync_to_async
@@ -28,7 +29,12 @@ from django.db import connection
 
 from changes.selectors import change_log_state
 from realtime.broadcast import BATCH_MESSAGE_TYPE, SYSTEM_MESSAGE_TYPE
-from realtime.control import CONTROL_MESSAGE_TYPE, control_dispatch
+from realtime.control import (
+    CONTROL_MESSAGE_TYPE,
+    PROCESS_MESSAGE_TYPE,
+    control_dispatch,
+    process_dispatch,
+)
 from realtime.follower import ContextFollower, OutFrame
 from realtime.groups import SYSTEM_GROUP, context_group
 from realtime.services import connections_touch
@@ -45,6 +51,19 @@ HEAD_CACHE_S = 1.0
 HEARTBEAT_TICK_S = 0.5
 # Between sending 4503 to every client and letting the server stop.
 SHUTDOWN_GRACE_S = 0.5
+
+
+# Background work every server process runs beside its hub, registered by apps (the
+# monitor's process figures, adminpanel/monitor.py): each is called with the hub once,
+# when the hub starts, and runs as long as the process.
+_process_tasks: list[Callable[[Hub], Awaitable[None]]] = []
+
+
+def hub_task(factory: Callable[[Hub], Awaitable[None]]) -> Callable[[Hub], Awaitable[None]]:
+    """Register a coroutine function to run beside every hub (decorator)."""
+    if factory not in _process_tasks:
+        _process_tasks.append(factory)
+    return factory
 
 
 class Subscriber(Protocol):
@@ -87,6 +106,7 @@ class Hub:
         self.stopping = False
         self._head: tuple[float, int] | None = None
         self.touch_task: asyncio.Task | None = None
+        self.process_tasks: list[asyncio.Task] = []
 
     async def head_seq(self) -> int:
         """The published head, read at most once per HEAD_CACHE_S for this process."""
@@ -113,6 +133,8 @@ class Hub:
         if self.touch_task is None or self.touch_task.done():
             self.touch_task = asyncio.create_task(self._touch_loop(), name="realtime-touch")
             self._take_over_sigterm()
+        if not self.process_tasks:
+            self.process_tasks = [asyncio.create_task(task(self)) for task in _process_tasks]
 
     def _take_over_sigterm(self) -> None:
         """Under a server that installed its own SIGTERM handler (uvicorn, daphne's
@@ -221,6 +243,9 @@ class Hub:
                 continue
             if message.get("type") == CONTROL_MESSAGE_TYPE:
                 await control_dispatch(self.sessions, message)
+                continue
+            if message.get("type") == PROCESS_MESSAGE_TYPE:
+                await process_dispatch(self, message)
                 continue
             if message.get("type") != BATCH_MESSAGE_TYPE:
                 continue

@@ -1,8 +1,11 @@
-"""Prometheus figures of the live transports, read at scrape time."""
+"""Prometheus figures of the live transports, read at scrape time, and the process's
+counters of refusals (error frames by code, rate limits by which limit, connections
+refused for maintenance by transport), which the monitor reads too."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -10,6 +13,35 @@ from prometheus_client.registry import Collector
 from realtime.models import ActiveConnection, Transport
 
 logger = logging.getLogger(__name__)
+
+# Counters of this process since it started. Plain dicts, not prometheus_client metrics:
+# incremented on paths where a lock per increment is not wanted (every error frame), and
+# read by both the collector below and the monitor's process figures.
+errors: Counter[str] = Counter()
+rate_limited: Counter[str] = Counter()
+maintenance_refusals: Counter[str] = Counter()
+
+# Which limit refused: the label values of carbon_realtime_rate_limited_total.
+LIMIT_WS_MESSAGES = "websocket_messages"
+LIMIT_WS_CONNECTIONS = "websocket_connections"
+LIMIT_SSE_CONNECTIONS = "sse_connections"
+LIMIT_POLLS = "polls"
+LIMIT_ENGAGEMENT = "engagement"
+
+
+def error_count(code: str) -> None:
+    """One `error` frame (or refused request) with this code."""
+    errors[code] += 1
+
+
+def rate_limited_count(limit: str) -> None:
+    """One request, message or connection refused by a rate limit."""
+    rate_limited[limit] += 1
+
+
+def maintenance_refusal_count(transport: str) -> None:
+    """One new connection (or poll) refused because maintenance mode is on."""
+    maintenance_refusals[transport] += 1
 
 
 class RealtimeCollector(Collector):
@@ -66,6 +98,28 @@ class RealtimeCollector(Collector):
         )
         repairs.add_metric([], sum(f.repairs for hub in hubs for f in hub.followers.values()))
         yield repairs
+        yield _labelled_counter(
+            "carbon_realtime_errors", "Error frames and refused requests, by code", "code", errors
+        )
+        yield _labelled_counter(
+            "carbon_realtime_rate_limited",
+            "Messages, connections and requests refused by a rate limit, by limit",
+            "limit",
+            rate_limited,
+        )
+        yield _labelled_counter(
+            "carbon_realtime_maintenance_refusals",
+            "New connections and polls refused during maintenance, by transport",
+            "transport",
+            maintenance_refusals,
+        )
+
+
+def _labelled_counter(name: str, documentation: str, label: str, counts: Counter):
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 def _counts_by_transport() -> list[tuple[str, int]]:

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from changes.items import format_at
 from changes.publisher import json_dumps
+from realtime.metrics import error_count
 
 # Error codes of `error` frames.
 INVALID_MESSAGE = "invalid_message"
@@ -185,6 +186,8 @@ def pong(*, seq: int, ref: Any = None) -> str:
 
 
 def error(*, code: str, detail: str, ref: Any = None, retry_after: int | None = None) -> str:
+    # Every error frame is made here, so it is counted here (carbon_realtime_errors_total).
+    error_count(code)
     message: Error = {"type": "error", "code": code, "detail": detail}
     if ref is not None:
         message["ref"] = ref

@@ -23,8 +23,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from adminpanel.services import staff_subscriptions_record
 from changes.contexts import SYSTEM
 from changes.items import items_coalesce
+from changes.models import AUDIENCE_STAFF
 from changes.selectors import (
     RESET_CURSOR_INVALID,
     RESET_EPOCH_CHANGED,
@@ -347,6 +349,11 @@ class LiveSession:
         if len(self.cursors) + len(new) > settings.REALTIME_MAX_SUBSCRIPTIONS:
             raise TooManySubscriptions(
                 f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per connection."
+            )
+        if new and self.audience == AUDIENCE_STAFF:
+            # Staff-only subscriptions (`monitor`, hidden companies) go to the audit log.
+            await database_sync_to_async(staff_subscriptions_record)(
+                user=self.user, contexts=new, session=self.id, transport=self.transport
             )
         for context in accepted:
             self.switching.setdefault(context, [])

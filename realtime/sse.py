@@ -42,6 +42,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
+from adminpanel.selectors import maintenance_refusing
 from changes.contexts import InvalidContext, context_normalize
 from changes.publisher import json_dumps
 from changes.selectors import change_log_state
@@ -50,6 +51,11 @@ from realtime import protocol
 from realtime.consumers import client_address, header, scope_session_key
 from realtime.groups import session_group
 from realtime.hub import get_hub
+from realtime.metrics import (
+    LIMIT_SSE_CONNECTIONS,
+    maintenance_refusal_count,
+    rate_limited_count,
+)
 from realtime.policy import transport_permitted
 from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
@@ -337,10 +343,20 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
             raise StreamRefused(
                 503, "unavailable", "The server is shutting down.", [(b"retry-after", retry)]
             )
+        maintenance = await maintenance_refusing(user=self.scope.get("user"))
+        if maintenance is not None:
+            maintenance_refusal_count("sse")
+            raise StreamRefused(
+                503,
+                "maintenance",
+                maintenance.message or "The service is under maintenance.",
+                [(b"retry-after", str(maintenance.retry_hint()).encode())],
+            )
         address = client_address(self.scope)
         if await database_sync_to_async(connections_at_address)(address=address) >= (
             settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
         ):
+            rate_limited_count(LIMIT_SSE_CONNECTIONS)
             retry = str(settings.REALTIME_CONNECTION_RETRY_S).encode()
             raise StreamRefused(
                 429,

@@ -37,6 +37,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from adminpanel.selectors import (
+    maintenance_current,
+    maintenance_current_async,
+    maintenance_refusing,
+)
 from changes.contexts import SYSTEM
 from changes.items import format_at
 from changes.publisher import json_dumps
@@ -53,6 +58,7 @@ from realtime.access import audience_of, contexts_authorize
 from realtime.auth import user_for_token
 from realtime.groups import session_group
 from realtime.health import health_report
+from realtime.metrics import LIMIT_POLLS, maintenance_refusal_count, rate_limited_count
 from realtime.models import Transport
 from realtime.policy import transport_permitted
 from realtime.polling import (
@@ -151,8 +157,11 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
             ),
             headers={"Allow": "GET"},
         )
+    if (refusal := await _poll_maintenance(request)) is not None:
+        return refusal
     retry_after = await poll_retry_after(request.META.get("REMOTE_ADDR") or "unknown")
     if retry_after is not None:
+        rate_limited_count(LIMIT_POLLS)
         return _error_response(
             ApplicationError(
                 f"Too many polls from this address; retry in {retry_after} s.",
@@ -184,6 +193,27 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
 
 
 _poll_scope = database_sync_to_async(poll_scope)
+async def _poll_maintenance(request: HttpRequest) -> HttpResponse | None:
+    """503 with Retry-After while maintenance is on: each poll is a new request, refused
+    like a new connection (staff admitted as on the other transports)."""
+    if not (await maintenance_current_async()).active:
+        return None  # the common case: no user lookup
+    try:
+        user = await _poll_user(request)
+    except _BadToken:
+        user = None  # refused for maintenance before the bad token is even looked at
+    maintenance = await maintenance_refusing(user=user)
+    if maintenance is None:
+        return None
+    maintenance_refusal_count("polling")
+    return _error_response(
+        ApplicationError(
+            maintenance.message or "The service is under maintenance.",
+            code="maintenance",
+            status_code=503,
+        ),
+        headers={"Retry-After": str(maintenance.retry_hint())},
+    )
 
 
 async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
@@ -275,7 +305,13 @@ def json_body(request: Request, serializer_class) -> dict:
         raise too_large from None
     if len(raw) > BODY_MAX_BYTES:
         raise too_large
-    serializer = serializer_class(data=request.data)
+    try:
+        data = request.data
+    except RecursionError:
+        # json.loads gives up on deeply nested input with RecursionError, which DRF's
+        # parser does not turn into a ParseError.
+        raise ApplicationError("The JSON is nested too deeply.", code="malformed_request") from None
+    serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
@@ -366,8 +402,7 @@ class UpdatesStatusView(RealtimeAPIView):
                 "pending": backlog.pending,
                 "pending_capped": backlog.capped,
                 "lag_ms": backlog.lag_ms,
-                # Maintenance mode arrives with a later issue; until then it is never on.
-                "maintenance": False,
+                "maintenance": maintenance_current().active,
                 "last_published_at": (
                     format_at(state.last_published_at) if state.last_published_at else None
                 ),

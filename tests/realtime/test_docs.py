@@ -52,6 +52,8 @@ def test_every_message_type_is_documented():
         "error",
         "policy",  # checked in tests/preferences/test_live.py
         "notification",
+        "maintenance",
+        "monitor",
     }
 
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
+from adminpanel.metrics import publisher_metrics_flush, publisher_metrics_flush_due
 from changes.publisher import changes_pending
 from changes.services import publish_fan_out_schedule
 
@@ -55,6 +56,9 @@ class Command(BaseCommand):
         while not stopping.is_set():
             try:
                 if not await pending():
+                    if publisher_metrics_flush_due():
+                        # Idle: the last batches' figures go to Redis now, not with the next.
+                        await sync_to_async(publisher_metrics_flush, thread_sensitive=True)()
                     await _sleep_or_stop(stopping, poll)
                     continue
                 await _sleep_or_stop(stopping, debounce)
