@@ -24,7 +24,7 @@ SCENARIOS = (
     ("baselines", 150, 40),
     ("fanout", 330, 60),
     ("latency", 600, 100),
-    ("transports", 200, 60),
+    ("transports", 300, 60),
     ("bandwidth", 150, 60),
 )
 
