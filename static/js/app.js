@@ -8,7 +8,8 @@
 //
 // A page module supplies: cacheKey, entities (to cache), contexts(), load() -> {cursors,
 // epoch} (fetch snapshots into app.store), render(), panelsOf(context), and optionally
-// apply(changes, context) (react to applied items: announcements, invalidations).
+// apply(applied, context, items) (react to the store's changes and the batch's items:
+// feeds, announcements, invalidations).
 
 import { cacheClear, cacheGet, cachePut } from "./cache.js";
 import { ConnectionManager } from "./connection.js";
@@ -127,7 +128,9 @@ export class App {
         }
         this.cursors[context] = Math.max(this.cursors[context] || 0, seqTo);
         this.touched.add(context);
-        if (applied.length && page.apply) page.apply(applied, context);
+        // The page sees what the store applied, and every item of the batch (an item may
+        // be skipped by the store because another context's batch applied it first).
+        if (page.apply) page.apply(applied, context, changes);
       });
     });
     connection.addEventListener("reset", async (event) => {
@@ -138,7 +141,10 @@ export class App {
       this.reload(categoryOf(event.detail.context));
     });
     connection.addEventListener("heartbeat", () => this.confirmCurrent());
-    connection.addEventListener("hello", (event) => this.preferences.applyPolicy(event.detail.policy));
+    connection.addEventListener("hello", (event) => {
+      this.preferences.applyPolicy(event.detail.policy);
+      this.applyPreferences(); // the heartbeat interval sets the staleness thresholds
+    });
     connection.addEventListener("policy", (event) => this.preferences.applyPolicy(event.detail.policy));
     scheduler.addEventListener("flushed", () => {
       this.render();

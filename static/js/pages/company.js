@@ -94,7 +94,7 @@ function renderProfile(company) {
   if (company.industry_name) show(industryLink, "industry_name", company.industry_name);
   industryLink.href = `/industries/${company.industry}/`;
   for (const [field, value] of Object.entries(FIELDS)) {
-    const element = document.querySelector(`[data-field="${field}"]`);
+    const element = document.querySelector(`[data-fact="${field}"]`);
     show(element, field, value(company));
     element.dataset.value = field === "verification_status" ? company.verification_status : "";
   }

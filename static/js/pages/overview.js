@@ -222,7 +222,7 @@ const page = {
     return { cursors, epoch: overview.epoch };
   },
 
-  apply(changes, context) {
+  apply(changes, context, items) {
     let reload = false;
     for (const change of changes) {
       if (change.entity === "emission_record") {
@@ -237,19 +237,18 @@ const page = {
           if (!tenth || after > Number(tenth.total_tonnes)) reload = true;
         }
       }
-      if (context === "overview" && change.entity !== "aggregate" && change.seq > feedSeq) {
-        const key = `${change.seq}:${change.id}`;
-        if (!feed.some((entry) => entry.key === key)) {
-          const item = { entity: change.entity, id: change.id, op: change.op, seq: change.seq,
-            fields: change.after || {}, previous: change.previous, changed: change.changed,
-            significance: change.significance, at: change.at };
-          feed.unshift({ key, seq: change.seq, item });
-          if (change.significance !== "minor") announce(describe(item, { name: (id) => names.name(id), industryName }));
-        }
-      }
       if (change.entity === "company" && change.op === "delete") reload = true;
     }
-    feed = feed.slice(0, FEED);
+    if (context === "overview") {
+      for (const item of items) {
+        const key = `${item.seq}:${item.id}`;
+        if (item.entity === "aggregate" || item.seq <= feedSeq || feed.some((entry) => entry.key === key)) continue;
+        feed.unshift({ key, seq: item.seq, item });
+        if (item.significance !== "minor") announce(describe(item, { name: (id) => names.name(id), industryName }));
+      }
+      feed.sort((a, b) => b.seq - a.seq);
+      feed = feed.slice(0, FEED);
+    }
     if (reload) app.reload();
   },
 
