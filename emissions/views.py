@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
@@ -229,12 +230,14 @@ class RecentChangesView(ChangeSeqMixin, APIView):
 # API above and keeps them live.
 
 
+@require_safe
 def overview_page(request):
     """`/`: platform totals, emissions by industry, top emitters and movers, newest
     companies and recent changes."""
     return render(request, "overview.html", {"page": "overview"})
 
 
+@require_safe
 def directory_page(request):
     """`/companies/`: the searchable, filterable directory."""
     industries = list(selectors.industry_list(user=request.user).order_by("name"))
@@ -252,6 +255,7 @@ def directory_page(request):
     )
 
 
+@require_safe
 def company_page(request, company_id):
     """`/companies/<uuid>/`: one company's profile, emissions and benchmark position."""
     try:
@@ -261,6 +265,7 @@ def company_page(request, company_id):
     return render(request, "company.html", {"page": "company", "company": company})
 
 
+@require_safe
 def industry_page(request, slug: str):
     """`/industries/<slug>/`: aggregates, benchmarks over time, member companies ranked."""
     industry = selectors.industry_get_by_slug(slug=slug)
