@@ -270,9 +270,7 @@ def test_with_websocket_and_sse_blocked_the_page_polls_and_stays_live(
     db("UPDATE emission_records SET scope1_tonnes = 7100 WHERE id = %s", [record])
     expect(cell(page, "emissions", record, "scope1_tonnes")).to_have_text("7,100", timeout=2_000)
     db("UPDATE companies SET verification_status = 'pending' WHERE id = %s", [world["acme"]])
-    expect(page.locator('[data-fact="verification_status"]')).to_have_text(
-        "pending", timeout=2_000
-    )
+    expect(page.locator('[data-fact="verification_status"]')).to_have_text("pending", timeout=2_000)
     assert page_errors == []
 
 
