@@ -9,7 +9,8 @@
 // A page module supplies: cacheKey, entities (to cache), contexts(), load() -> {cursors,
 // epoch} (fetch snapshots into app.store), render(), panelsOf(context), and optionally
 // apply(applied, context, items) (react to the store's changes and the batch's items:
-// feeds, announcements, invalidations).
+// feeds, announcements, invalidations) and keep(context, item) (which items of a context
+// the page uses).
 
 import { cacheClear, cacheGet, cachePut } from "./cache.js";
 import { ConnectionManager } from "./connection.js";
@@ -119,7 +120,12 @@ export class App {
   wire() {
     const { connection, scheduler, store, page } = this;
     connection.addEventListener("batch", (event) => {
-      const { context, changes, seqTo } = event.detail;
+      const { context, seqTo } = event.detail;
+      // A page may follow a context for part of what it carries (the company page
+      // follows its industry for the benchmarks): the rest must not reach the store
+      // through that context's category, which may have another pace.
+      const changes = page.keep ? event.detail.changes.filter((item) => page.keep(context, item))
+        : event.detail.changes;
       scheduler.enqueue(categoryOf(context), changes.length, () => {
         const applied = [];
         for (const item of changes) {

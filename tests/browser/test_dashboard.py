@@ -531,3 +531,96 @@ def test_acknowledgements_made_offline_are_sent_when_back(live_stack, world, pag
     assert {"type": "ack", "notification": notification_id} in [
         json.loads(frame) for frame in sent_frames if '"ack"' in frame
     ]
+
+
+def test_a_lost_batch_is_noticed_by_its_prev_seq_and_read_from_the_log(
+    live_stack, world, page, page_errors
+):
+    """The first batch of the company's context never reaches the page (dropped between
+    server and browser); the next one's prev_seq gives the gap away, and the client reads
+    it over HTTP before applying anything."""
+    context = f"company:{world['acme']}"
+    dropped: list[dict] = []
+
+    def lossy(ws):
+        server = ws.connect_to_server()
+
+        def from_server(message):
+            frame = json.loads(message)
+            if frame.get("type") == "batch" and frame["context"] == context and not dropped:
+                dropped.append(frame)
+                return
+            ws.send(message)
+
+        server.on_message(from_server)
+        ws.on_message(lambda message: server.send(message))
+
+    page.route_web_socket(re.compile(r"/ws/dashboard/updates"), lossy)
+    record = record_id(world["acme"], 2024)
+    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+    expect(page.locator("body")).to_have_attribute("data-transport", "websocket")
+    gap_reads: list[str] = []
+
+    def note_gap_read(request):
+        if "/api/updates/latest/" in request.url:
+            gap_reads.append(request.url)
+
+    page.on("request", note_gap_read)
+
+    db("UPDATE emission_records SET scope2_tonnes = 2222 WHERE id = %s", [record])
+    for _ in range(50):
+        if dropped:
+            break
+        page.wait_for_timeout(100)
+    assert dropped, "the first batch was dropped on its way"
+    db("UPDATE emission_records SET scope3_tonnes = 3333 WHERE id = %s", [record])
+
+    expect(cell(page, "emissions", record, "scope3_tonnes")).to_have_text("3,333", timeout=5_000)
+    expect(cell(page, "emissions", record, "scope2_tonnes")).to_have_text("2,222")
+    assert any(context in url.replace("%3A", ":") for url in gap_reads)
+    assert page_errors == []
+
+
+def test_a_category_set_to_manual_waits_for_show_now(live_stack, world, page, page_errors):
+    record = record_id(world["acme"], 2024)
+    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+    page.locator("[data-settings-toggle]").click()
+    page.select_option('[data-settings] select[name="company_metrics"]', "manual")
+    page.locator("[data-settings-toggle]").click()
+    page.mouse.move(5, 5)
+    scope1 = cell(page, "emissions", record, "scope1_tonnes")
+
+    db("UPDATE emission_records SET scope1_tonnes = 777 WHERE id = %s", [record])
+    page.wait_for_function("liveDashboard.scheduler.pendingCount > 0", timeout=5_000)
+    page.wait_for_timeout(1_000)
+    expect(scope1).to_have_text("200")
+    expect(page.locator("[data-pending]")).to_be_visible()
+    page.locator("[data-pending]").click()
+    expect(scope1).to_have_text("777")
+
+    # Remembered (without the preferences API, in this browser) across a reload.
+    page.reload()
+    expect(page.locator('[data-settings] select[name="company_metrics"]')).to_have_value("manual")
+    assert page_errors == []
+
+
+def test_maintenance_messages_show_a_banner(live_stack, world, page):
+    open_live(page, "/", live_stack.http_url)
+    banner = page.locator("[data-maintenance-banner]")
+    expect(banner).to_be_hidden()
+    orm(
+        async_to_sync(system_message_send),
+        {
+            "type": "maintenance",
+            "active": True,
+            "message": "Upgrading the database.",
+            "until": None,
+        },
+    )
+    expect(banner).to_be_visible(timeout=5_000)
+    expect(banner).to_contain_text("Upgrading the database.")
+    orm(
+        async_to_sync(system_message_send),
+        {"type": "maintenance", "active": False, "message": "", "until": None},
+    )
+    expect(banner).to_be_hidden(timeout=5_000)

@@ -147,6 +147,12 @@ const page = {
     return context.startsWith("company:") ? ["profile", "emissions", "benchmark"] : ["benchmark"];
   },
 
+  // The industry's context is followed for its benchmarks; this company's own changes
+  // come on its context (and category).
+  keep(context, item) {
+    return context.startsWith("company:") || item.entity === "industry_benchmark";
+  },
+
   async load() {
     let data;
     try {

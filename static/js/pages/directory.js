@@ -145,6 +145,12 @@ const page = {
     return ["directory"];
   },
 
+  // Profile changes come on `companies` (the directory's category); the rows' company
+  // contexts are followed for their emission totals only.
+  keep(context, item) {
+    return context === "companies" || item.entity === "emission_record";
+  },
+
   async load() {
     const params = new URLSearchParams({ ...query, page_size: String(PAGE_SIZE), fields: FIELDS });
     if (cursor) params.set("cursor", cursor);

@@ -87,7 +87,6 @@ const moversTable = new KeyedTable(document.querySelector('[data-table="movers"]
   rowAttributes: (row) => ({ "data-company": row.companyId }),
   columns: [
     { field: "name", value: (row) => names.name(row.companyId) || "…", href: (row) => companyHref(row.companyId) },
-    { field: "year" },
     { field: "move", numeric: true, format: percent },
     { field: "total", numeric: true, format: integer },
   ],
