@@ -107,6 +107,7 @@ export class ConnectionManager extends EventTarget {
   }
 
   resume(reason = "user") {
+    if (!this.pauses.has(reason)) return;
     this.pauses.delete(reason);
     if (!this.pauses.size && this.transport) this.transport.resume(this.contexts, this.cursors);
     else if (!this.pauses.size && !this.transport) this.reconnectNow();

@@ -28,6 +28,7 @@ let year = null;
 let feed = []; // {key, seq, item} newest first
 let feedSeq = 0; // the feed snapshot's seq: items at or below it are in it already
 let shownTop = []; // record ids in the top-emitters table, as last rendered
+let shownFloor = -Infinity; // the lowest total among them (when the table is full)
 
 // -- derived views ------------------------------------------------------------------------
 
@@ -228,9 +229,12 @@ const page = {
         const was = shownTop.includes(change.id);
         const before = change.before && Number(change.before.total_tonnes);
         const after = change.after && Number(change.after.total_tonnes);
-        // A top emitter that went down (or away) may be overtaken by one we do not hold:
-        // only the server's ranking can say.
-        if (was && (!change.after || after < before || change.after.year !== year)) reload = true;
+        // A top emitter that fell below the lowest total shown may have been overtaken by
+        // a record we do not hold (one that never changed, so never reached us): only the
+        // server's ranking can say. Above that, the ranking of what we hold is exact.
+        if (was && (!change.after || change.after.year !== year || (after < before && after < shownFloor))) {
+          reload = true;
+        }
         if (!was && change.after && change.after.year === year && !store.get("company", change.after.company_id)) {
           const tenth = store.value("topEmitters")[TOP - 1];
           if (!tenth || after > Number(tenth.total_tonnes)) reload = true;
@@ -259,6 +263,7 @@ const page = {
     industriesChart.update([ranking.map((_, i) => i), ranking.map((row) => row.total)]);
     const top = store.value("topEmitters").map((row, i) => ({ ...row, rank: i + 1 }));
     topTable.render(top);
+    shownFloor = top.length >= TOP ? Number(top.at(-1).total_tonnes) : -Infinity;
     const ids = top.map((row) => row.id);
     if (ids.join() !== shownTop.join()) {
       shownTop = ids;
