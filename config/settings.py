@@ -248,6 +248,9 @@ API_PAGE_SIZE = 50
 # Largest page a client may ask for with `page_size`; bigger pages cost the database
 # and the client more than a second request does.
 API_MAX_PAGE_SIZE = 500
+# Most items `GET /api/overview/changes/` returns: a feed panel shows 20; more is a log
+# reader's job (the polling endpoint).
+RECENT_CHANGES_MAX = 50
 
 # Size of the demo data set `make run` loads into an empty database.
 DEMO_COMPANIES = int(os.environ.get("DEMO_COMPANIES", "100000"))

@@ -93,6 +93,19 @@ def company_emission_records(*, user: Any, company: Company) -> list[EmissionRec
     )
 
 
+def company_names(*, user: Any, company_ids: list[str]) -> dict[str, dict]:
+    """Name, country and industry slug of the visible companies among `company_ids`."""
+    rows = company_visible_queryset(user=user).filter(pk__in=company_ids)
+    return {
+        str(company.id): {
+            "name": company.name,
+            "country": company.country,
+            "industry": company.industry.slug,
+        }
+        for company in rows
+    }
+
+
 def industry_get_by_slug(*, slug: str) -> Industry | None:
     """The industry with this slug, or None."""
     return Industry.objects.filter(slug=slug).first()
@@ -180,6 +193,8 @@ def overview_get(*, user: Any, year: int | None = None) -> dict:
     top_emitters = [
         {
             "id": record.company_id,
+            # The record behind the row: live emission_record items name it by id.
+            "record_id": record.id,
             "name": record.company.name,
             "country": record.company.country,
             "industry": record.company.industry.slug,

@@ -126,6 +126,8 @@ class CompanyListQuerySerializer(serializers.Serializer):
         "-name": ("-name", "-id"),
         "total_emissions": ("total_sort", "id"),
         "-total_emissions": ("-total_sort", "-id"),
+        # Newest first (the overview's "newest companies"; index companies_created).
+        "-created_at": ("-created_at", "-id"),
     }
 
     industry = serializers.SlugField(required=False, max_length=80)
@@ -168,6 +170,12 @@ class PageQuerySerializer(serializers.Serializer):
 
 class OverviewQuerySerializer(serializers.Serializer):
     year = serializers.IntegerField(required=False, min_value=1990, max_value=2100)
+
+
+class RecentChangesQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.RECENT_CHANGES_MAX, default=20
+    )
 
 
 class NoQuerySerializer(serializers.Serializer):
@@ -218,6 +226,7 @@ class OverviewIndustrySerializer(serializers.Serializer):
 
 class TopEmitterSerializer(serializers.Serializer):
     id = serializers.UUIDField()
+    record_id = serializers.UUIDField()
     name = serializers.CharField()
     country = serializers.CharField()
     industry = serializers.CharField()
@@ -232,5 +241,15 @@ class OverviewSerializer(serializers.Serializer):
     totals = OverviewTotalsSerializer()
     by_industry = OverviewIndustrySerializer(many=True)
     top_emitters = TopEmitterSerializer(many=True)
+    seq = serializers.IntegerField()
+    epoch = serializers.CharField()
+
+
+class RecentChangesSerializer(serializers.Serializer):
+    """`GET /api/overview/changes/` (OpenAPI shape): change items as PROTOCOL.md defines
+    them, newest first, and the companies they name."""
+
+    changes = serializers.ListField(child=serializers.DictField())
+    companies = serializers.DictField(child=serializers.DictField())
     seq = serializers.IntegerField()
     epoch = serializers.CharField()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from django.http import Http404
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from changes.selectors import change_log_state
-from config.errors import InvalidParameter
+from changes.contexts import OVERVIEW
+from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
+from changes.selectors import change_log_state, recent_changes
+from config.errors import InvalidParameter, NotFound
 from emissions import selectors
-from emissions.models import TOTAL_SORT
+from emissions.models import TOTAL_SORT, VerificationStatus
 from emissions.pagination import DashboardCursorPagination
 from emissions.serializers import (
     COMPANY_DETAIL_FIELDS,
@@ -27,6 +31,8 @@ from emissions.serializers import (
     OverviewQuerySerializer,
     OverviewSerializer,
     PageQuerySerializer,
+    RecentChangesQuerySerializer,
+    RecentChangesSerializer,
 )
 
 
@@ -53,6 +59,16 @@ class ChangeSeqMixin:
                 response.data["seq"] = self.change_seq
                 response.data["epoch"] = self.change_epoch
         return response
+
+
+# The directory page's orderings, as the API names them, with their labels.
+DIRECTORY_ORDERINGS = [
+    ("name", "Name, A to Z"),
+    ("-name", "Name, Z to A"),
+    ("-total_emissions", "Highest emissions first"),
+    ("total_emissions", "Lowest emissions first"),
+    ("-created_at", "Newest first"),
+]
 
 
 def validated_query(request: Request, serializer_class, **context) -> dict:
@@ -187,6 +203,72 @@ class OverviewView(ChangeSeqMixin, APIView):
         return Response(selectors.overview_get(user=request.user, year=query.get("year")))
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("limit", int, description="1 to 50, default 20")],
+    responses=RecentChangesSerializer,
+)
+class RecentChangesView(ChangeSeqMixin, APIView):
+    """The newest news of the `overview` context (new companies, major and critical
+    changes), as change items, with the names of the companies they concern."""
+
+    def get(self, request: Request) -> Response:
+        query = validated_query(request, RecentChangesQuerySerializer)
+        audience = (
+            AUDIENCE_STAFF if selectors.user_sees_everything(user=request.user) else AUDIENCE_PUBLIC
+        )
+        items = recent_changes(context=OVERVIEW, audience=audience, limit=query["limit"])
+        company_ids = {
+            item["id"] if item["entity"] == "company" else item["fields"].get("company_id")
+            for item in items
+        }
+        company_ids.discard(None)
+        companies = selectors.company_names(user=request.user, company_ids=sorted(company_ids))
+        return Response({"changes": items, "companies": companies})
+
+
+# -- pages: server-rendered shells; the browser client (static/js/) fills them from the
+# API above and keeps them live.
+
+
+@require_safe
 def overview_page(request):
-    """The overview page, rendered on the server."""
-    return render(request, "overview.html", {"overview": selectors.overview_get(user=request.user)})
+    """`/`: platform totals, emissions by industry, top emitters and movers, newest
+    companies and recent changes."""
+    return render(request, "overview.html", {"page": "overview"})
+
+
+@require_safe
+def directory_page(request):
+    """`/companies/`: the searchable, filterable directory."""
+    industries = list(selectors.industry_list(user=request.user).order_by("name"))
+    return render(
+        request,
+        "directory.html",
+        {
+            "page": "directory",
+            "industries": industries,
+            # Company change items name the industry by slug; the client shows its name.
+            "industry_names": {industry.slug: industry.name for industry in industries},
+            "statuses": VerificationStatus.choices,
+            "orderings": DIRECTORY_ORDERINGS,
+        },
+    )
+
+
+@require_safe
+def company_page(request, company_id):
+    """`/companies/<uuid>/`: one company's profile, emissions and benchmark position."""
+    try:
+        company = selectors.company_get(user=request.user, company_id=company_id)
+    except NotFound as exc:
+        raise Http404("No such company.") from exc
+    return render(request, "company.html", {"page": "company", "company": company})
+
+
+@require_safe
+def industry_page(request, slug: str):
+    """`/industries/<slug>/`: aggregates, benchmarks over time, member companies ranked."""
+    industry = selectors.industry_get_by_slug(slug=slug)
+    if industry is None:
+        raise Http404("No such industry.")
+    return render(request, "industry.html", {"page": "industry", "industry": industry})
