@@ -581,9 +581,9 @@ def plan_from(args: argparse.Namespace) -> list[list[str]]:
     return plan
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="ws://127.0.0.1:<port>/ws/dashboard/updates")
+def common_arguments(parser: argparse.ArgumentParser, *, url_help: str) -> None:
+    """The options every load generator takes (this one and bench/loadgen_http.py)."""
+    parser.add_argument("--url", required=True, help=url_help)
     parser.add_argument("--plan", help="JSON file: a list of context lists, one per client")
     parser.add_argument(
         "--contexts", help="JSON list of contexts for every client, e.g. '[\"overview\"]'"
@@ -594,6 +594,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="without --control")
     parser.add_argument("--timeout", type=float, default=900.0, help="hard limit, seconds")
     parser.add_argument("--connect-concurrency", type=int, default=32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser, url_help="ws://127.0.0.1:<port>/ws/dashboard/updates")
     parser.add_argument(
         "--compression", default=None, choices=[None, "deflate"], help="offer permessage-deflate"
     )

@@ -407,17 +407,7 @@ async def run(args: argparse.Namespace, plan: list[list[str]]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transport", required=True, choices=TRANSPORTS)
-    parser.add_argument("--url", required=True, help="http://127.0.0.1:<port>")
-    parser.add_argument("--plan", help="JSON file: a list of context lists, one per client")
-    parser.add_argument(
-        "--contexts", help="JSON list of contexts for every client, e.g. '[\"overview\"]'"
-    )
-    parser.add_argument("--clients", type=int, default=1, help="with --contexts")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--control", action="store_true", help="obey commands on stdin")
-    parser.add_argument("--duration", type=float, default=10.0, help="without --control")
-    parser.add_argument("--timeout", type=float, default=900.0, help="hard limit, seconds")
-    parser.add_argument("--connect-concurrency", type=int, default=32)
+    loadgen.common_arguments(parser, url_help="http://127.0.0.1:<port>")
     parser.add_argument(
         "--address-block", type=int, default=0, help="0-150: which 127.<100+n>.x.y addresses"
     )

@@ -99,7 +99,7 @@ def test_metrics_endpoint_exposes_prometheus_metrics(client):
 def test_admin_requires_staff(client, regular_user, staff_user):
     assert client.get("/admin/emissions/company/").status_code == 302
     client.force_login(regular_user)
-    assert client.get("/admin/emissions/company/").status_code == 302
+    assert client.get("/admin/emissions/company/").status_code == 403
     client.force_login(staff_user)
     staff_user.is_superuser = True
     staff_user.save()
