@@ -7,26 +7,26 @@ who are not signed in still get the login page, which is how staff sign in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.deprecation import MiddlewareMixin
 
 
-class StaffOnlyAdminMiddleware:
-    """403 for authenticated non-staff requests under the admin, login and logout aside."""
+class StaffOnlyAdminMiddleware(MiddlewareMixin):
+    """403 for authenticated non-staff requests under the admin, login and logout aside.
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
+    A process_request hook (MiddlewareMixin), so the chain stays async: a synchronous
+    middleware around an async view holds a thread for the whole request, and a long poll
+    would hold the process's shared thread for its whole wait (realtime/handlers.py)."""
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith(settings.ADMIN_URL_PREFIX) and request.path not in (
+    def process_request(self, request: HttpRequest) -> None:
+        if not request.path.startswith(settings.ADMIN_URL_PREFIX) or request.path in (
             reverse("admin:login"),
             reverse("admin:logout"),
         ):
-            user = request.user
-            if user.is_authenticated and not (user.is_active and user.is_staff):
-                raise PermissionDenied("Staff only.")
-        return self.get_response(request)
+            return
+        user = request.user
+        if user.is_authenticated and not (user.is_active and user.is_staff):
+            raise PermissionDenied("Staff only.")

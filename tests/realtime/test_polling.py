@@ -575,3 +575,13 @@ async def test_a_flood_of_polls_gets_429_with_retry_after(published, monkeypatch
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         # Another address is not affected.
         assert (await poll(bystander, 0, contexts="overview")).status_code == 200
+
+
+def test_every_middleware_keeps_the_chain_async():
+    """A synchronous-only middleware would hold the process's shared thread around every
+    long poll for its whole wait (realtime/handlers.py): every one must be async capable."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    for path in settings.MIDDLEWARE:
+        assert getattr(import_string(path), "async_capable", False), path
