@@ -18,6 +18,7 @@
 // "policy", "heartbeat", "ready" (a transport that can take acknowledgements is up).
 
 import { Backoff } from "./backoff.js";
+import { engagement } from "./engagement.js";
 import { SseTransport } from "./transport-sse.js";
 import { PollingTransport, fetchSince } from "./transport-polling.js";
 import { WebSocketTransport } from "./transport-websocket.js";
@@ -187,7 +188,11 @@ export class ConnectionManager extends EventTarget {
       this.failures += 1;
       if (info.refused || this.failures >= FAILURES_BEFORE_FALLBACK) {
         // Give this transport up for the next (after the last: start again at the top).
-        this.index = (this.index + 1) % this.order().length;
+        const order = this.order();
+        const from = order[this.index % order.length];
+        this.index = (this.index + 1) % order.length;
+        const to = order[this.index];
+        if (to !== from) engagement("transport_fallback", { from_transport: from, transport: to });
         this.failures = 0;
         delay = info.retryAfterMs || 0;
       } else {

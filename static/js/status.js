@@ -2,6 +2,7 @@
 // <body>, PROTOCOL.md's values), the offline and maintenance banners, and the
 // pause/resume button.
 
+import { engagement } from "./engagement.js";
 import { clock } from "./format.js";
 
 const TRANSPORT_NAMES = { websocket: "WebSocket", sse: "SSE", polling: "polling" };
@@ -58,6 +59,7 @@ export function connectionStatus({ connection, scheduler }) {
     if (paused) connection.pause("user");
     scheduler.setPaused(paused);
     if (!paused) connection.resume("user");
+    engagement(paused ? "pause" : "resume");
     showPaused();
   });
   // Paused before the reload: stay paused (remembered in localStorage).

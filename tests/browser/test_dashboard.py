@@ -60,6 +60,19 @@ def wait_published(since: int, page) -> int:
     return head_seq()
 
 
+def engagement_reported(page, kind: str, **fields) -> None:
+    """Wait until the page has reported an engagement event (static/js/engagement.js sends
+    them in batches every couple of seconds) and it is stored."""
+    where = " AND ".join(["kind = %s", *(f"{name} = %s" for name in fields)])
+    for _ in range(40):
+        if db(f"SELECT count(*) FROM engagement_events WHERE {where}", [kind, *fields.values()])[0][
+            0
+        ]:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"no {kind} engagement event {fields} was reported")
+
+
 def record_id(company, year: int) -> str:
     rows = db(
         "SELECT id FROM emission_records WHERE company_id = %s AND year = %s", [company, year]
@@ -192,6 +205,7 @@ def test_pause_stops_updates_is_remembered_and_resume_catches_up(
     expect(page.locator("body")).to_have_attribute("data-live-state", "paused")
     expect(pause).to_have_text("Resume")
     expect(pause).to_have_attribute("aria-pressed", "true")
+    engagement_reported(page, "pause")
     before = head_seq()
     db("UPDATE emission_records SET scope1_tonnes = 5100 WHERE id = %s", [record])
     wait_published(before, page)
@@ -215,6 +229,7 @@ def test_pause_stops_updates_is_remembered_and_resume_catches_up(
     page.locator("[data-pause]").click()
     expect(page.locator("body")).to_have_attribute("data-live-state", "live", timeout=5_000)
     expect(scope1).to_have_text("5,200", timeout=5_000)
+    engagement_reported(page, "resume")
     expect(page.locator('[data-freshness="emissions"]')).to_have_attribute("data-stale", "false")
     assert page_errors == []
 
@@ -244,6 +259,7 @@ def test_with_websocket_blocked_the_page_falls_back_to_sse_and_stays_live(
     expect(page.locator("body")).to_have_attribute("data-live-state", "live")
     expect(page.locator("[data-live-label]")).to_have_text("live · SSE")
     assert refused, "the page tried the WebSocket first"
+    engagement_reported(page, "transport_fallback", from_transport="websocket", transport="sse")
 
     db("UPDATE emission_records SET scope1_tonnes = 6100 WHERE id = %s", [record])
     expect(cell(page, "emissions", record, "scope1_tonnes")).to_have_text("6,100", timeout=2_000)
