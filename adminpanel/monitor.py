@@ -34,6 +34,7 @@ from adminpanel.selectors import contexts_top, maintenance_current
 from changes.items import format_at
 from changes.models import AUDIENCE_STAFF
 from changes.publisher import json_dumps
+from config.celery import celery_status
 from realtime import metrics
 from realtime.access import MONITOR
 from realtime.control import process_handler, process_send
@@ -245,7 +246,11 @@ def monitor_snapshot_collect(rates: PublisherRates) -> dict:
             for p in processes
         ],
         "publisher": {**backlog, **rates.figures(counters)},
-        "health": {"database": database["health"], "redis": redis_health},
+        "health": {
+            "database": database["health"],
+            "redis": redis_health,
+            "celery": celery_status(),
+        },
         "errors": _summed(processes, "errors"),
         "rate_limited": _summed(processes, "rate_limited"),
         "maintenance_refusals": _summed(processes, "maintenance_refusals"),

@@ -85,15 +85,20 @@ def change_log_reset(*, reason: str) -> str:
             cursor.execute(_YEARLY_TOTALS_SQL, params)
             cursor.execute(_COMPANY_COUNTS_SQL, params)
         change_log_state_ensure(cursor)
-        # Seqs are never reused: the new epoch continues after the old head, and every
-        # cursor at or below it is too old.
+        # Seqs are never reused: the new epoch continues after the last seq handed out,
+        # and every cursor at or below it is too old. A sequence that was never used
+        # reports last_value 1 with is_called false: nothing was handed out, and its
+        # first nextval (1) must still be above the head.
         cursor.execute(
-            "UPDATE change_log_state SET epoch = %s,"
-            " head_seq = greatest(head_seq, (SELECT last_value FROM data_changes_seq_seq)),"
-            " pruned_through_seq = greatest(head_seq,"
-            " (SELECT last_value FROM data_changes_seq_seq)), created_at = clock_timestamp()"
+            "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END"
+            " FROM data_changes_seq_seq"
+        )
+        [last_used] = cursor.fetchone()
+        cursor.execute(
+            "UPDATE change_log_state SET epoch = %s, head_seq = greatest(head_seq, %s),"
+            " pruned_through_seq = greatest(head_seq, %s), created_at = clock_timestamp()"
             " WHERE id = 1",
-            [epoch],
+            [epoch, last_used, last_used],
         )
     logger.warning("change log reset to epoch %s: %s", epoch, reason)
     return epoch

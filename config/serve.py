@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from config.celery import celery_startup_check
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the dashboards (HTTP and WebSocket).")
@@ -30,8 +32,14 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
     import uvicorn
     from django.conf import settings
+
+    django.setup()
+    # Whatever this process queues (and the Celery status it reports on health and the
+    # monitoring page) must be the configured app and broker: say at once if not.
+    celery_startup_check(process="web server")
 
     uvicorn.run(
         "config.asgi:application",

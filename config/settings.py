@@ -163,12 +163,16 @@ CACHES = {
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
+# The broker is the deployment's Redis unless CELERY_BROKER_URL names another.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# A Celery worker not heard from for this long counts as missing (health, monitoring
+# page): workers record themselves every 5 s, so 30 s is six missed records.
+CELERY_WORKER_STALE_S = float(os.environ.get("CELERY_WORKER_STALE_S", "30"))
 CELERY_BEAT_SCHEDULE = {
     # The safety net under run_publisher: publishes whatever it missed or while it is down.
     "publish-changes": {"task": "changes.tasks.publish_changes_task", "schedule": 1.0},

@@ -18,6 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from redis import asyncio as redis_asyncio
 
 from changes.selectors import publisher_backlog
+from config.celery import celery_status
 from realtime.models import Transport
 from realtime.selectors import connection_counts
 
@@ -151,15 +152,43 @@ async def connections_check(*, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
         return dict.fromkeys([*Transport.values, "total"])
 
 
+async def celery_check(*, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
+    """Celery's broker and workers (config.celery.celery_status)."""
+    try:
+        return await asyncio.wait_for(
+            sync_to_async(celery_status, thread_sensitive=False)(), timeout
+        )
+    except Exception as exc:
+        return {
+            "ok": False,
+            "app": None,
+            "broker": None,
+            "broker_ok": False,
+            "workers": None,
+            "worker_seen_s": None,
+            "error": _failure(exc),
+        }
+
+
 async def health_report() -> dict:
-    """Every check at once; each catches its own failure."""
-    database, redis, layer, publisher, counts = await asyncio.gather(
+    """Every check at once; each catches its own failure.
+
+    Celery is reported beside the checks, not among them: live updates do not wait for
+    it (the publisher runs on its own), so a missing worker shows on the operators' page
+    without taking every server out of a load balancer with a 503."""
+    database, redis, layer, publisher, counts, celery = await asyncio.gather(
         database_check(),
         redis_check(),
         channel_layer_check(),
         publisher_check(),
         connections_check(),
+        celery_check(),
     )
     checks = {"database": database, "redis": redis, "channel_layer": layer, "publisher": publisher}
     healthy = all(check["ok"] for check in checks.values())
-    return {"status": "ok" if healthy else "degraded", "checks": checks, "connections": counts}
+    return {
+        "status": "ok" if healthy else "degraded",
+        "checks": checks,
+        "connections": counts,
+        "celery": celery,
+    }

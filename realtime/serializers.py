@@ -126,7 +126,24 @@ class ConnectionCountsSerializer(serializers.Serializer):
     total = serializers.IntegerField(allow_null=True)
 
 
+class CeleryStatusSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="the broker answers and a worker was seen")
+    app = serializers.CharField(allow_null=True, help_text="the Celery app tasks go to")
+    broker = serializers.CharField(allow_null=True, help_text="the broker's kind (scheme)")
+    broker_ok = serializers.BooleanField()
+    workers = serializers.IntegerField(
+        allow_null=True, help_text="workers seen within CELERY_WORKER_STALE_S"
+    )
+    worker_seen_s = serializers.FloatField(
+        allow_null=True, help_text="seconds since the newest worker was seen"
+    )
+    error = serializers.CharField(required=False)
+
+
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     checks = HealthChecksSerializer()
     connections = ConnectionCountsSerializer()
+    celery = CeleryStatusSerializer(
+        help_text="reported, not part of `status`: live updates do not depend on Celery"
+    )

@@ -57,6 +57,7 @@ def subscribe_hook(hook: SubscribeHook) -> SubscribeHook:
         _subscribe_hooks.append(hook)
     return hook
 
+
 # Live frames held back for one context (waiting for its interval) beyond which they are
 # dropped and the batch is read from the change log instead: a 5-minute interval on a
 # busy context must not grow a connection's memory without bound.

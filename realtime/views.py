@@ -193,6 +193,8 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
 
 
 _poll_scope = database_sync_to_async(poll_scope)
+
+
 async def _poll_maintenance(request: HttpRequest) -> HttpResponse | None:
     """503 with Retry-After while maintenance is on: each poll is a new request, refused
     like a new connection (staff admitted as on the other transports)."""

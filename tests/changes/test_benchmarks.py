@@ -50,23 +50,52 @@ def test_recompute_publishes_benchmark_changes_with_impact(world):
     assert total["significance"] == "major"
 
 
-def test_publishing_record_changes_schedules_a_debounced_recompute(world, settings):
+def broker_queue_messages() -> list[dict]:
+    """The task messages waiting in the broker's default queue (Redis, this run's prefix)."""
+    import json
+
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        raw = client.lrange(f"{settings.REDIS_PREFIX}:celery:celery", 0, -1)
+    finally:
+        client.close()
+    return [json.loads(message) for message in raw]
+
+
+@pytest.fixture
+def empty_broker_queue():
+    import redis
+    from django.conf import settings
+
+    def empty():
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        client.delete(f"{settings.REDIS_PREFIX}:celery:celery")
+        client.close()
+
+    empty()
+    yield
+    empty()
+
+
+def test_publishing_record_changes_queues_one_debounced_recompute(world, empty_broker_queue):
+    """The publisher's follow-up queues one recompute per industry and window on the
+    configured broker (the real path: a worker runs it, tests/live/test_celery.py)."""
     from django.core.cache import cache
 
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    from config.celery import app
-
-    app.conf.task_always_eager = True
+    steel = str(world["steel"])
+    cache.delete(f"benchmarks-due:{steel}")
     try:
-        cache.delete(f"benchmarks-due:{world['steel']}")
         publish_and_schedule()
-        assert sql(
-            "SELECT count(*) FROM industry_benchmarks WHERE industry_id = %s", [world["steel"]]
-        ) == [(4,)]
-        # Within the debounce window a second batch schedules nothing more.
-        sql("DELETE FROM industry_benchmarks")
-        benchmarks_schedule(industry_ids={str(world["steel"])})
-        assert sql("SELECT count(*) FROM industry_benchmarks") == [(0,)]
+        queued = [m["headers"] for m in broker_queue_messages()]
+        recomputes = [h for h in queued if h["task"].endswith("industry_benchmarks_recompute_task")]
+        assert [h["argsrepr"] for h in recomputes].count(repr([steel])) == 1
+        assert recomputes[0]["eta"] is not None  # runs at the end of the debounce window
+        # Within the window a second batch queues nothing more.
+        benchmarks_schedule(industry_ids={steel})
+        again = [m["headers"]["argsrepr"] for m in broker_queue_messages()]
+        assert again.count(repr([steel])) == 1
     finally:
-        app.conf.task_always_eager = False
-        cache.delete(f"benchmarks-due:{world['steel']}")
+        cache.delete(f"benchmarks-due:{steel}")

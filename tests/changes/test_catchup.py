@@ -123,6 +123,23 @@ def test_reset_starts_a_new_epoch(published):
     assert page.resets[0].reason == "epoch_changed"
 
 
+def test_reset_head_is_the_last_seq_handed_out(published):
+    """On a used sequence the new epoch starts at its last value; the next change is the
+    one after it, and a cursor at the head reads it (no reset)."""
+    [(last, called)] = sql("SELECT last_value, is_called FROM data_changes_seq_seq")
+    assert called
+    change_log_reset(reason="test")
+    state = change_log_state()
+    assert state.head_seq == state.pruned_through_seq == last
+    sql("UPDATE companies SET name = 'Acme Reset' WHERE id = %s", [published["acme"]])
+    change_batch_publish()
+    page = changes_since(cursors={"industry:steel": last}, audience="public", limit=10)
+    assert not page.resets
+    assert [item["seq"] for item in page.items] == [last + 1]
+    stale = changes_since(cursors={"industry:steel": last - 1}, audience="public", limit=10)
+    assert stale.resets[0].reason == "cursor_too_old"
+
+
 def test_timestamp_cursor(published):
     [(tenth,)] = sql("SELECT seq FROM data_changes ORDER BY seq OFFSET 9 LIMIT 1")
     sql("UPDATE data_changes SET processed_at = '2026-01-01T00:00:00Z' WHERE seq <= %s", [tenth])

@@ -2,6 +2,8 @@
 publisher as real processes on the test database, clients over loopback."""
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -31,11 +33,27 @@ def stack_env(**extra) -> dict:
     return {**os.environ, "DATABASE_URL": database_url_of_tests(), **extra}
 
 
+def procfile_command(name: str, env: dict) -> list[str]:
+    """The Procfile's command line for process `name`, its `${VAR:-default}`s filled from
+    `env`, run with this interpreter (`python`) and its Celery (`celery`)."""
+    lines = (REPO / "Procfile").read_text().splitlines()
+    entries = dict(line.split(":", 1) for line in lines if line.strip() and ":" in line)
+    expanded = re.sub(
+        r"\$\{(\w+):-([^}]*)\}",
+        lambda match: env.get(match[1]) or match[2],
+        entries[name].strip(),
+    )
+    argv = shlex.split(expanded)
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
+    if argv[0] == "celery":
+        return [sys.executable, "-m", "celery", *argv[1:]]
+    return argv
+
+
 def stack_command(name: str, port: int) -> list[str]:
-    """How the Procfile's web server and publisher are started, on loopback."""
-    if name == "web":
-        return [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, "manage.py", "run_publisher"]
+    """How the Procfile starts process `name` (web, publisher, worker, beat), on loopback."""
+    return procfile_command(name, {"HOST": "127.0.0.1", "WEB_PORT": str(port)})
 
 
 def wait_for_port(port: int, timeout: float = 20, process=None) -> None:
@@ -50,11 +68,38 @@ def wait_for_port(port: int, timeout: float = 20, process=None) -> None:
 
 
 class Stack:
+    """Processes of the Procfile started by a test, by name."""
+
+    env: dict = {}
+    logs: Path | None = None
+
     def __init__(self, processes: dict, port: int):
         self.processes = processes
         self.port = port
         self.ws_url = f"ws://127.0.0.1:{port}/ws/dashboard/updates"
         self.http_url = f"http://127.0.0.1:{port}"
+
+    def start(self, name: str) -> subprocess.Popen:
+        """Start (or start again) process `name` as the Procfile does; log appended."""
+        with open(self.logs / f"{name}.log", "a") as log:
+            process = subprocess.Popen(
+                stack_command(name, self.port),
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes[name] = process
+        if name == "web":
+            wait_for_port(self.port, process=process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self, timeout: float = 5) -> None:
+        for name in list(self.processes):
+            self.stop(name, timeout=timeout)
 
     def stop(self, name: str, sig=signal.SIGTERM, timeout: float = 10) -> float:
         """Stop one process; seconds it took to exit."""
@@ -70,34 +115,24 @@ class Stack:
         return time.monotonic() - started
 
 
+def stack_start(names, *, env: dict, logs: Path, port: int | None = None) -> Stack:
+    """Start the Procfile's processes `names` with `env`, each logging to
+    `logs/<name>.log`; waits until the web server (if any) listens. Stop with
+    `stack.stop_all()`."""
+    port = port or free_port()
+    stack = Stack({}, port)
+    stack.env, stack.logs = env, logs
+    for name in names:
+        stack.start(name)
+    return stack
+
+
 @pytest.fixture
 def live_stack(transactional_db, tmp_path):
     """The web server and run_publisher against this test's database."""
-    port = free_port()
     env = stack_env(REALTIME_MAX_CONNECTIONS_PER_ADDRESS="10000")
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("web", "publisher")}  # noqa: SIM115
-    processes = {
-        "web": subprocess.Popen(
-            stack_command("web", port),
-            cwd=REPO,
-            env=env,
-            stdout=logs["web"],
-            stderr=subprocess.STDOUT,
-        ),
-        "publisher": subprocess.Popen(
-            stack_command("publisher", port),
-            cwd=REPO,
-            env=env,
-            stdout=logs["publisher"],
-            stderr=subprocess.STDOUT,
-        ),
-    }
-    stack = Stack(processes, port)
+    stack = stack_start(("web", "publisher"), env=env, logs=tmp_path)
     try:
-        wait_for_port(port)
         yield stack
     finally:
-        for name in processes:
-            stack.stop(name, timeout=5)
-        for log in logs.values():
-            log.close()
+        stack.stop_all()

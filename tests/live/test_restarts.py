@@ -13,14 +13,7 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from tests.helpers import sql
-from tests.live.conftest import (
-    REPO,
-    Stack,
-    free_port,
-    stack_command,
-    stack_env,
-    wait_for_port,
-)
+from tests.live.conftest import free_port, stack_env, stack_start, wait_for_port
 from tests.live.test_websocket_live import recv, recv_change
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio]
@@ -85,30 +78,14 @@ def private_redis(tmp_path):
 
 @pytest.fixture
 def stack_on_private_redis(transactional_db, private_redis, tmp_path):
-    port = free_port()
     env = stack_env(
         REDIS_URL=private_redis.url,
         REALTIME_TOUCH_INTERVAL_S="1",
         REALTIME_MAX_CONNECTIONS_PER_ADDRESS="10000",
     )
-    processes = {}
-
-    def start(name):
-        command = stack_command(name, port)
-        log = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115
-        processes[name] = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        if name == "web":
-            wait_for_port(port)
-
-    start("web")
-    start("publisher")
-    stack = Stack(processes, port)
-    stack.start = start
+    stack = stack_start(("web", "publisher"), env=env, logs=tmp_path)
     yield stack
-    for name in list(processes):
-        stack.stop(name, timeout=5)
+    stack.stop_all()
 
 
 async def subscribed_client(stack, context):

@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from adminpanel.metrics import publisher_metrics_flush, publisher_metrics_flush_due
 from changes.publisher import changes_pending
 from changes.services import publish_fan_out_schedule
+from config.celery import celery_startup_check
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, poll: float, debounce: float, **options) -> None:
+        # The publisher queues the benchmark recomputes: say at once if they would go
+        # nowhere (another Celery app, a broker that does not answer).
+        celery_startup_check(process="publisher")
         asyncio.run(self.run(poll=poll, debounce=debounce))
 
     async def run(self, *, poll: float, debounce: float) -> None:

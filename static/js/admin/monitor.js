@@ -63,6 +63,14 @@ function health(check) {
   return check.ok ? [`ok, ${number(check.latency_ms, 1)} ms`, false] : [`down (${check.error})`, true];
 }
 
+function celeryHealth(status) {
+  if (!status) return ["—", false];
+  if (!status.broker_ok) return [`broker down (${status.error || "no answer"})`, true];
+  if (!status.workers) return ["no worker", true];
+  const seen = `seen ${number(status.worker_seen_s, 0)} s ago`;
+  return [`${status.workers} worker${status.workers === 1 ? "" : "s"}, ${seen}`, false];
+}
+
 // -- live charts ---------------------------------------------------------------------------
 
 function chart(name, series, height = 180) {
@@ -112,6 +120,8 @@ function applySnapshot(snapshot) {
   const [redis, redisBad] = health(snapshot.health && snapshot.health.redis);
   setFigure("health.database", database, { bad: databaseBad });
   setFigure("health.redis", redis, { bad: redisBad });
+  const [celery, celeryBad] = celeryHealth(snapshot.health && snapshot.health.celery);
+  setFigure("health.celery", celery, { bad: celeryBad });
   setFigure("errors.total", number(total(snapshot.errors)));
   setFigure("rate_limited.total", number(total(snapshot.rate_limited)));
   setFigure("at", snapshot.at ? new Date(snapshot.at).toLocaleTimeString() : null);
