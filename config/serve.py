@@ -48,6 +48,8 @@ def main() -> None:
         # WEB_WS and WEB_LOOP pick another of uvicorn's WebSocket implementations and event
         # loops, for comparisons (bench/).
         ws=os.environ.get("WEB_WS", "realtime.wsprotocol:GracefulCloseWebSocketProtocol"),
+        # Gives the SSE streams their connection (realtime/sockets.py).
+        http=os.environ.get("WEB_HTTP", "realtime.httpprotocol:LiveHttpToolsProtocol"),
         loop=os.environ.get("WEB_LOOP", "auto"),
         ws_max_size=settings.REALTIME_MAX_FRAME_BYTES,
         # No permessage-deflate (browsers offer it): the hub sends one encoded frame to

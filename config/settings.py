@@ -310,6 +310,9 @@ SIGNIFICANCE_RULES = {
 
 # Heartbeat when idle: under the 55 s at which proxies cut idle connections, with jitter.
 REALTIME_HEARTBEAT_S = float(os.environ.get("REALTIME_HEARTBEAT_S", "25"))
+# PROTOCOL.md: a heartbeat event at least every 15 s on SSE when idle. Proxies cut idle
+# connections at about 60 s; 15 s also lets a browser notice a dead stream quickly.
+REALTIME_SSE_HEARTBEAT_S = float(os.environ.get("REALTIME_SSE_HEARTBEAT_S", "15"))
 # Server-wide floors under every refresh policy (preferences.selectors): no context of any
 # client gets batches closer than min_interval_ms, nor sooner than debounce_ms after its
 # changes; 0 means "as fast as published". max_batch is the items per frame.
@@ -343,6 +346,21 @@ REALTIME_MAX_CONNECTIONS_PER_ADDRESS = int(
 )
 # The retry hint given to a client refused for having too many connections.
 REALTIME_CONNECTION_RETRY_S = 30
+# A client that does not read is disconnected once this many bytes wait for it (the
+# server's buffer plus its outbox): WebSocket with 4413 `slow_client`, SSE by ending the
+# stream; it resumes from its cursors. 1 MiB is minutes of a busy context's frames, and
+# bounds what 5,000 stalled clients could hold at 5 GB.
+REALTIME_MAX_PENDING_BYTES = int(os.environ.get("REALTIME_MAX_PENDING_BYTES", str(1 << 20)))
+# A peer that stops acknowledging (gone without a FIN: out of coverage, asleep, a cut
+# network) is dropped by the kernel after this long: TCP_USER_TIMEOUT and keepalive on
+# every accepted socket. The SSE heartbeat (15 s) writes within one period, so a stream
+# to a vanished peer ends within two heartbeat periods.
+REALTIME_UNACKED_TIMEOUT_S = float(os.environ.get("REALTIME_UNACKED_TIMEOUT_S", "15"))
+# Each server process compares the heads of the contexts its hub follows with the log
+# this often (one query per process). A context seen behind twice in a row is read from
+# the log, so a frame lost between Redis and the hub is repaired within two periods (1 s)
+# even when nothing else is published to its context.
+REALTIME_HEAD_CHECK_S = float(os.environ.get("REALTIME_HEAD_CHECK_S", "0.5"))
 # Server processes freeze what start-up loaded out of the garbage collector's sight and
 # collect young objects less often (realtime/server.py says why); 0 keeps Python's way.
 REALTIME_GC_TUNE = os.environ.get("REALTIME_GC_TUNE", "1") == "1"

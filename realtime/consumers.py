@@ -4,6 +4,7 @@ messages, refuses bad ones, and hands the rest to the connection's LiveSession."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from limits import RateLimitItemPerSecond
@@ -28,12 +30,29 @@ from realtime.metrics import (
     rate_limited_count,
 )
 from realtime.services import connections_at_address
-from realtime.session import LiveSession, TooManySubscriptions
+from realtime.session import LiveSession, TooManySubscriptions, close_hook
+from realtime.sockets import server_connection
 
 logger = logging.getLogger(__name__)
 
 # Per-connection message limits live in this process's memory: a connection never moves.
 _message_limiter = MovingWindowRateLimiter(MemoryStorage())
+# How long a close frame may wait on a client that does not read before giving up on it
+# (the socket closes with the session anyway).
+CLOSE_SEND_TIMEOUT_S = 1.0
+
+
+def _message_rate():
+    return RateLimitItemPerSecond(
+        settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S
+    )
+
+
+@close_hook
+async def _message_limit_forget(session) -> None:
+    """A connection's message-rate window goes with it."""
+    if session.transport == "websocket":
+        await _message_limiter.clear(_message_rate(), f"ws:{session.id}")
 
 
 def header(scope: dict, name: bytes) -> str:
@@ -96,15 +115,40 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     # (get_channel_layer answers None for an alias that is not configured.)
     channel_layer_alias = "none: the hub receives for every connection"
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (a disconnect, a handler that failed, cancelled
+            # when the server stops), its session is released, once.
+            session = getattr(self, "session", None)
+            if session is not None:
+                await session.close()
+
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its thread hop to close_old_connections before
         every client message: every database call here goes through
         database_sync_to_async, which closes old connections itself. Profiled under
-        2,000 pinging clients, that hop was a fifth of the server's CPU."""
+        2,000 pinging clients, that hop was a fifth of the server's CPU.
+
+        Channels' consumer loop stops on any exception a handler raises without running
+        `disconnect()`: here a failing handler ends the session (and the socket) first."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        try:
+            await handler(message)
+        except StopConsumer:
+            raise
+        except Exception as exc:
+            session = getattr(self, "session", None)
+            if isinstance(exc, OSError):  # the client vanished under an accept or a close
+                logger.info("WebSocket %s: the client is gone (%r)", message["type"], exc)
+            else:
+                logger.exception("WebSocket %s failed; ending the session", message["type"])
+            if session is not None:
+                await session.end("error")
+            raise StopConsumer() from None
 
     async def connect(self) -> None:
         self.closing = False
@@ -139,10 +183,11 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             client_address=client_address(self.scope),
             user_agent=header(self.scope, b"user-agent"),
             session_key=scope_session_key(self.scope),
+            connection=self,
+            server_connection=server_connection(self.scope),
         )
-        self.rate = RateLimitItemPerSecond(
-            settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S
-        )
+        self.session.on_end = self._session_ended
+        self.rate = _message_rate()
         self.limited_strikes = 0
         # Once a client has pinged, silence means a dead client (4408); any message counts.
         self.keepalive_armed = False
@@ -153,6 +198,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.session.hub.start()
         await self.session.open()
+        if self.session.closed:
+            return
         self.session.hub.transports.add(self)
         self.heartbeat_schedule()
         self.session.hub.beating.add(self)
@@ -160,24 +207,35 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.closing = True
         if hasattr(self, "session"):
-            self.session.hub.beating.discard(self)
-        if hasattr(self, "session"):
-            self.session.hub.transports.discard(self)
             await self.session.close()
 
     async def shutdown(self) -> None:
         """The server is stopping: tell the client to reconnect elsewhere (4503)."""
-        if not self.closing:
-            self.closing = True
-            await self.close(code=protocol.CLOSE_UNAVAILABLE, reason="shutting down")
+        await self._close_socket(protocol.CLOSE_UNAVAILABLE, "shutting down")
+
+    async def _session_ended(self, reason: str) -> None:
+        """The session ended on the server's side: close the socket, if it still is."""
+        if reason in ("send_failed", "slow_client"):
+            self.closing = True  # gone, or already closed with 4413 by the server
+            return
+        code = {
+            "heartbeat_timeout": protocol.CLOSE_HEARTBEAT_TIMEOUT,
+        }.get(reason, protocol.CLOSE_INTERNAL_ERROR)
+        await self._close_socket(code, reason.replace("_", " "))
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        """Send a close frame once, without waiting long on a client that does not read."""
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.close(code=code, reason=reason), CLOSE_SEND_TIMEOUT_S)
 
     async def _transport_refused(self) -> None:
         """The client's refresh policy does not allow WebSocket (any more): 4403."""
-        if not self.closing:
-            self.closing = True
-            await self.close(
-                code=protocol.CLOSE_TRANSPORT_NOT_ALLOWED, reason=protocol.TRANSPORT_NOT_ALLOWED
-            )
+        await self._close_socket(
+            protocol.CLOSE_TRANSPORT_NOT_ALLOWED, protocol.TRANSPORT_NOT_ALLOWED
+        )
 
     async def _send_text(self, text: str) -> None:
         if not self.closing:
@@ -204,12 +262,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         connection). A client that pinged and then went silent is closed with 4408."""
         silent_for = asyncio.get_running_loop().time() - self.last_message_at
         if self.keepalive_armed and silent_for > settings.REALTIME_CLIENT_TIMEOUT_S:
-            self.closing = True
-            self.session.hub.beating.discard(self)
-            await self.close(code=protocol.CLOSE_HEARTBEAT_TIMEOUT, reason="heartbeat timeout")
+            await self.session.end("heartbeat_timeout")
             return
         self.heartbeat_schedule()
-        await self._send_text(protocol.heartbeat(seq=head_seq))
+        await self.session.send(protocol.heartbeat(seq=head_seq))
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -221,7 +277,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if not await self._within_rate():
             return
         if text_data is None:
-            await self._send_text(
+            await self.session.send(
                 protocol.error(code=protocol.INVALID_MESSAGE, detail="Binary frames are refused.")
             )
             return
@@ -230,7 +286,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             message = None
         if not isinstance(message, dict):
-            await self._send_text(
+            await self.session.send(
                 protocol.error(code=protocol.INVALID_MESSAGE, detail="Send a JSON object.")
             )
             return
@@ -246,7 +302,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if self.limited_strikes > settings.REALTIME_RATE_LIMIT_STRIKES:
             await self.close(code=protocol.CLOSE_RATE_LIMITED, reason=f"retry_after={window}")
             return False
-        await self._send_text(
+        await self.session.send(
             protocol.error(
                 code=protocol.RATE_LIMITED,
                 detail=f"At most {settings.REALTIME_MESSAGE_RATE} messages per {window} s.",
@@ -277,9 +333,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 raise MessageError(protocol.UNKNOWN_TYPE, f"Unknown message type {kind[:40]!r}.")
             await handler(content, ref)
         except MessageError as exc:
-            await self._send_text(protocol.error(code=exc.code, detail=exc.detail, ref=ref))
+            await self.session.send(protocol.error(code=exc.code, detail=exc.detail, ref=ref))
         except TooManySubscriptions as exc:
-            await self._send_text(
+            await self.session.send(
                 protocol.error(code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc), ref=ref)
             )
 
@@ -318,4 +374,4 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_ping(self, message: dict, ref: Any) -> None:
         self.keepalive_armed = True
-        await self._send_text(protocol.pong(seq=await self.session.hub.head_seq(), ref=ref))
+        await self.session.send(protocol.pong(seq=await self.session.hub.head_seq(), ref=ref))

@@ -7,9 +7,9 @@ already-encoded frame to each local subscriber in turn. Measured here, a consume
 connection on the channel layer tops out at 4,000 to 6,000 deliveries/s per process; a
 hub like this one reached 56,000 to 90,000 (DESIGN.md).
 
-The hub leaves a group when its last local subscriber leaves, and every heartbeat
-compares what it has with the published heads, so a frame lost while Redis restarted is
-read from the log even if nothing else is published to that context.
+The hub leaves a group when its last local subscriber leaves, and every second compares
+what it has with the published heads (one query), so a frame lost between Redis and the
+hub is read from the log even if nothing else is published to that context.
 """
 
 from __future__ import annotations
@@ -67,9 +67,12 @@ def hub_task(factory: Callable[[Hub], Awaitable[None]]) -> Callable[[Hub], Await
 
 
 class Subscriber(Protocol):
-    """What a connection gives the hub: a way to take one encoded frame."""
+    """What a connection gives the hub: a way to take one encoded frame, and to end when
+    it could not."""
 
     async def hub_frame(self, context: str, frame: OutFrame) -> None: ...
+
+    async def end(self, reason: str) -> None: ...
 
 
 def _context_heads(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -106,6 +109,9 @@ class Hub:
         self.stopping = False
         self._head: tuple[float, int] | None = None
         self.touch_task: asyncio.Task | None = None
+        self.head_check_task: asyncio.Task | None = None
+        # Contexts the last head check found behind, with the head it saw.
+        self._behind: dict[tuple[str, str], int] = {}
         self.process_tasks: list[asyncio.Task] = []
 
     async def head_seq(self) -> int:
@@ -133,6 +139,10 @@ class Hub:
         if self.touch_task is None or self.touch_task.done():
             self.touch_task = asyncio.create_task(self._touch_loop(), name="realtime-touch")
             self._take_over_sigterm()
+        if self.head_check_task is None or self.head_check_task.done():
+            self.head_check_task = asyncio.create_task(
+                self._head_check_loop(), name="realtime-head-check"
+            )
         if not self.process_tasks:
             self.process_tasks = [asyncio.create_task(task(self)) for task in _process_tasks]
 
@@ -182,7 +192,9 @@ class Hub:
                 try:
                     await consumer.heartbeat(head)
                 except Exception:
-                    logger.exception("a heartbeat failed")
+                    # A heartbeat that fails ends its session; it is not tried again.
+                    logger.exception("a heartbeat failed; ending the session")
+                    await consumer.session.end("error")
 
     async def _touch_loop(self) -> None:
         """Refresh last_seen of this process's connections in one statement per period."""
@@ -191,9 +203,21 @@ class Hub:
             sessions = [session.id for session in self.sessions if session.tracked]
             try:
                 await database_sync_to_async(connections_touch)(sessions=sessions)
-                await self.check_heads()
             except Exception:
                 logger.exception("refreshing connections failed")
+
+    async def _head_check_loop(self) -> None:
+        """Every REALTIME_HEAD_CHECK_S, one query for the heads of every context this hub
+        follows: a frame lost between Redis and the hub is repaired within that, even
+        when nothing more is published to its context."""
+        while True:
+            await asyncio.sleep(settings.REALTIME_HEAD_CHECK_S)
+            if not self.members:
+                continue
+            try:
+                await self.check_heads(confirmed=True)
+            except Exception:
+                logger.exception("checking the context heads failed")
 
     async def join(self, subscriber: Subscriber, context: str, audience: str) -> int:
         """Subscribe to a context's live frames; returns the seq the hub follows from
@@ -272,16 +296,15 @@ class Hub:
                     await subscriber.hub_frame(context, frame)
                     self.deliveries += 1
                 except Exception:
+                    # Its cursor can no longer be trusted: end it; the client resumes.
                     logger.exception("a subscriber of %s failed to take a frame", context)
+                    await subscriber.end("error")
 
     async def _deliver_system(self, frame: str) -> None:
         """Announcements and maintenance go to every session, paused or not."""
         for session in list(self.sessions):
-            try:
-                await session.send(frame)
-                self.deliveries += 1
-            except Exception:
-                logger.exception("a session failed to take a system message")
+            await session.send(frame)  # a failed send ends its session there
+            self.deliveries += 1
 
     async def _rejoin(self) -> None:
         """After a channel-layer failure: new channel, every group again, gaps repaired."""
@@ -292,17 +315,28 @@ class Hub:
                 await self.layer.group_add(context_group(context, audience), self.channel)
         await self.check_heads()
 
-    async def check_heads(self) -> None:
-        """Compare what the hub has with the published heads; read any gap from the log."""
+    async def check_heads(self, *, confirmed: bool = False) -> None:
+        """Compare what the hub has with the published heads; read any gap from the log.
+
+        With `confirmed`, a context is repaired only when the previous check already saw
+        it behind: a frame still on its way (tens of milliseconds from commit to hub) is
+        not read twice, and a lost one is read one check later."""
         keys = list(self.members)
         heads = await database_sync_to_async(_context_heads)(keys)
+        behind: dict[tuple[str, str], int] = {}
         for key, head in heads.items():
             context, audience = key
             follower = self.follower(audience)
             last = follower.last.get(context)
-            if last is not None and head > last:
-                frames = await follower.repair(context, through=head)
-                await self._deliver(key, frames)
+            if last is None or head <= last:
+                continue
+            seen = self._behind.get(key)
+            if confirmed and (seen is None or seen <= last):
+                behind[key] = head  # maybe on its way: look again next time
+                continue
+            frames = await follower.repair(context, through=head)
+            await self._deliver(key, frames)
+        self._behind = behind
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 errors: Counter[str] = Counter()
 rate_limited: Counter[str] = Counter()
 maintenance_refusals: Counter[str] = Counter()
+# Sessions the server ended, by why: send_failed, slow_client, error, heartbeat_timeout.
+sessions_ended: Counter[str] = Counter()
 
 # Which limit refused: the label values of carbon_realtime_rate_limited_total.
 LIMIT_WS_MESSAGES = "websocket_messages"
@@ -37,6 +39,11 @@ def error_count(code: str) -> None:
 def rate_limited_count(limit: str) -> None:
     """One request, message or connection refused by a rate limit."""
     rate_limited[limit] += 1
+
+
+def session_ended_count(reason: str) -> None:
+    """One session ended on the server's side (LiveSession.end)."""
+    sessions_ended[reason] += 1
 
 
 def maintenance_refusal_count(transport: str) -> None:
@@ -68,6 +75,18 @@ class RealtimeCollector(Collector):
         for transport, count in counts.items():
             local.add_metric([transport], count)
         yield local
+        members = GaugeMetricFamily(
+            "carbon_realtime_hub_members",
+            "Subscriptions (connection, context) held by this process's hub",
+        )
+        members.add_metric([], sum(len(m) for hub in hubs for m in list(hub.members.values())))
+        yield members
+        contexts = GaugeMetricFamily(
+            "carbon_realtime_hub_contexts",
+            "Channel-layer groups (context, audience) this process's hub has joined",
+        )
+        contexts.add_metric([], sum(len(hub.members) for hub in hubs))
+        yield contexts
 
         total = GaugeMetricFamily(
             "carbon_realtime_connections",
@@ -106,6 +125,12 @@ class RealtimeCollector(Collector):
             "Messages, connections and requests refused by a rate limit, by limit",
             "limit",
             rate_limited,
+        )
+        yield _labelled_counter(
+            "carbon_realtime_sessions_ended",
+            "Sessions ended by the server, by reason",
+            "reason",
+            sessions_ended,
         )
         yield _labelled_counter(
             "carbon_realtime_maintenance_refusals",

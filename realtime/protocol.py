@@ -29,6 +29,12 @@ CLOSE_UNAVAILABLE = 4503
 CLOSE_TRANSPORT_NOT_ALLOWED = 4403
 # The matching error code of SSE and polling refusals (HTTP 403).
 TRANSPORT_NOT_ALLOWED = "transport_not_allowed"
+# Extension: the client did not read, and more than REALTIME_MAX_PENDING_BYTES waited
+# for it. It reconnects and resumes from its cursors.
+CLOSE_SLOW_CLIENT = 4413
+SLOW_CLIENT = "slow_client"
+# The server failed on this connection's behalf (a bug): reconnect and resume.
+CLOSE_INTERNAL_ERROR = 1011
 
 
 class CategoryPolicy(TypedDict):

@@ -39,8 +39,11 @@ from realtime.access import audience_of, contexts_authorize
 from realtime.control import client_key
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
+from realtime.metrics import session_ended_count
+from realtime.outbox import Outbox
 from realtime.policy import FREE_RULE, ContextRule, client_policy_load, client_policy_rules
 from realtime.services import connection_close, connection_contexts_set, connection_open
+from realtime.sockets import ServerConnection
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,19 @@ def subscribe_hook(hook: SubscribeHook) -> SubscribeHook:
     """Register a coroutine run after every subscribe (once, whatever the imports)."""
     if hook not in _subscribe_hooks:
         _subscribe_hooks.append(hook)
+    return hook
+
+
+# Run once when a session ends, however it ends: apps register what they keep per
+# session (notification state, rate-limit state) so it goes with it.
+CloseHook = Callable[["LiveSession"], Awaitable[None]]
+_close_hooks: list[CloseHook] = []
+
+
+def close_hook(hook: CloseHook) -> CloseHook:
+    """Register a coroutine run when any session ends (once, whatever the imports)."""
+    if hook not in _close_hooks:
+        _close_hooks.append(hook)
     return hook
 
 
@@ -81,6 +97,8 @@ class LiveSession:
         user_agent: str = "",
         hub: Hub | None = None,
         session_key: str | None = None,
+        connection: Any = None,
+        server_connection: ServerConnection | None = None,
     ):
         self.id = uuid.uuid4().hex
         self.user = user
@@ -88,7 +106,19 @@ class LiveSession:
         self.client_key = client_key(user, session_key)
         self.session_key = session_key
         self.audience = audience_of(user)
-        self.send = send
+        # The transport's object (the consumer), taken out of the hub's sets on close,
+        # and how the transport closes its socket when the session ends on the server's
+        # side (set by the transport: `on_end(reason)`).
+        self.connection = connection
+        self.on_end: Callable[[str], Awaitable[None]] | None = None
+        self.outbox = Outbox(
+            send,
+            connection=server_connection,
+            limit=settings.REALTIME_MAX_PENDING_BYTES,
+            on_end=self.end,
+        )
+        self.ending = False
+        self.closed = False
         self.transport = transport
         self.client_address = client_address
         self.user_agent = user_agent
@@ -239,6 +269,69 @@ class LiveSession:
         self.cursors[context] = frame.seq_to
         self.last_sent_at[context] = asyncio.get_running_loop().time()
 
+    # -- the way out, and the end ----------------------------------------------------------
+
+    async def send(self, text: str) -> None:
+        """Send one text to the client, after everything sent before it. A send that
+        fails (the client is gone) ends the session at once; nothing is sent after."""
+        if self.closed or self.ending:
+            return
+        try:
+            await self.outbox.put(text)
+        except Exception as exc:
+            logger.info("session %s: a send failed (%r); ending it", self.id, exc)
+            await self.end("send_failed")
+
+    async def end(self, reason: str) -> None:
+        """End the session from the server's side (a failed send, a client too slow, an
+        error in a handler, a heartbeat timeout): the transport closes its socket, then
+        everything is released (`close`). Idempotent."""
+        if self.ending or self.closed:
+            return
+        self.ending = True
+        session_ended_count(reason)
+        self.outbox.drop()
+        if self.on_end is not None:
+            try:
+                await self.on_end(reason)
+            except Exception:
+                logger.exception("session %s: closing its transport failed", self.id)
+        await self.close()
+
+    async def close(self) -> None:
+        """Release everything the session holds, once, whatever ended it: held and
+        queued frames, hub memberships, the hub's sets, what apps keep for it (close
+        hooks) and its active_connections row."""
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.drop()
+        for task in list(self.flush_tasks.values()):
+            task.cancel()
+        hub = self.hub
+        hub.sessions.discard(self)
+        hub.beating.discard(self.connection)
+        hub.transports.discard(self.connection)
+        try:
+            await hub.leave_all(self)
+        except Exception:
+            logger.exception("session %s: leaving the hub's groups failed", self.id)
+        self.cursors.clear()
+        self.switching.clear()
+        self.held.clear()
+        for hook in _close_hooks:
+            try:
+                await hook(self)
+            except Exception:
+                logger.exception("a close hook failed for session %s", self.id)
+        if self.tracked:
+            self.tracked = False
+            try:
+                await database_sync_to_async(connection_close)(session=self.id)
+            except Exception:
+                # The sweep (realtime.tasks) removes the row once it is stale.
+                logger.exception("session %s: deleting its connection row failed", self.id)
+
     # -- client requests ------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -254,6 +347,10 @@ class LiveSession:
             client_address=self.client_address,
             user_agent=self.user_agent,
         )
+        if self.closed:
+            # Ended while the row was being written: take it back, hold nothing.
+            await database_sync_to_async(connection_close)(session=self.id)
+            return
         self.tracked = True
         self.hub.sessions.add(self)
         await self.hello()
@@ -360,6 +457,10 @@ class LiveSession:
             self.switching.setdefault(context, [])
             if context in new:
                 await self.hub.join(self, context, self.audience)
+        if self.closed:
+            # Ended while joining (the client went away): no membership outlives it.
+            await self.hub.leave_all(self)
+            return
         state = await database_sync_to_async(change_log_state)()
         await self.send(
             protocol.subscribed(
@@ -423,17 +524,6 @@ class LiveSession:
             )
         )
 
-    async def close(self) -> None:
-        for task in self.flush_tasks.values():
-            task.cancel()
-        await self.hub.leave_all(self)
-        self.hub.sessions.discard(self)
-        self.cursors.clear()
-        self.switching.clear()
-        if self.tracked:
-            await database_sync_to_async(connection_close)(session=self.id)
-            self.tracked = False
-
     async def _track_contexts(self) -> None:
         if self.tracked:
             await database_sync_to_async(connection_contexts_set)(
@@ -472,7 +562,7 @@ class LiveSession:
         """Send the context's logged changes after `after` (up to the head, or `through`)."""
         limit = settings.PUBLISHER_FRAME_MAX_ITEMS
         cursor = after
-        while True:
+        while not self.closed:
             page = await database_sync_to_async(changes_since)(
                 cursors={context: cursor}, audience=self.audience, limit=limit
             )

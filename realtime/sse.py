@@ -59,6 +59,7 @@ from realtime.metrics import (
 from realtime.policy import transport_permitted
 from realtime.services import connections_at_address
 from realtime.session import LiveSession, TooManySubscriptions
+from realtime.sockets import server_connection
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,7 @@ logger = logging.getLogger(__name__)
 # ends. 3 s is the browsers' own default, said explicitly so every client agrees; a server
 # restart then sees its reconnections spread over the jitter of the clients' timers.
 RETRY_MS = 3000
-# PROTOCOL.md: a heartbeat event at least every 15 s on SSE when idle. Proxies cut idle
-# connections at about 60 s; 15 s also lets a browser notice a dead stream quickly.
-HEARTBEAT_S = 15.0
-# Each wait is 80 to 100 % of HEARTBEAT_S, so thousands of streams do not beat in step.
+# Each wait is 80 to 100 % of REALTIME_SSE_HEARTBEAT_S, so thousands of streams do not beat in step.
 HEARTBEAT_JITTER = 0.2
 # A query string longer than this is refused (400): fifty contexts fit in under 3 KiB.
 MAX_QUERY_BYTES = 8 * 1024
@@ -384,9 +382,12 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
             user_agent=header(self.scope, b"user-agent"),
             hub=hub,
             session_key=scope_session_key(self.scope),
+            connection=self,
+            server_connection=server_connection(self.scope),
         )
+        self.session.on_end = self._session_ended
         # `hello` tells the client how often to expect a heartbeat on this transport.
-        self.session.policy["heartbeat_ms"] = int(HEARTBEAT_S * 1000)
+        self.session.policy["heartbeat_ms"] = int(settings.REALTIME_SSE_HEARTBEAT_S * 1000)
         # The policy may stop allowing SSE while the stream is open: end it (the browser
         # reconnects after `retry` and is refused with 403).
         self.session.on_transport_refused = self._end
@@ -396,6 +397,8 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await hub.start()
         await self.session.open()
+        if self.session.closed:
+            return
         hub.transports.add(self)
 
         state = await database_sync_to_async(change_log_state)()
@@ -403,7 +406,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         try:
             await self.session.subscribe(request.contexts, since=since, epoch=epoch)
         except TooManySubscriptions as exc:  # the query was counted; only a race gets here
-            await self._session_send(
+            await self.session.send(
                 protocol.error(code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc))
             )
         self.heartbeat = asyncio.create_task(self._heartbeats(), name="sse-heartbeat")
@@ -488,7 +491,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
     async def _heartbeats(self) -> None:
         loop = asyncio.get_running_loop()
         while not self.ended:
-            interval = HEARTBEAT_S * random.uniform(1 - HEARTBEAT_JITTER, 1)
+            interval = settings.REALTIME_SSE_HEARTBEAT_S * random.uniform(1 - HEARTBEAT_JITTER, 1)
             idle = loop.time() - self.last_write
             if idle < interval:
                 await asyncio.sleep(interval - idle)
@@ -499,7 +502,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                 logger.exception("heartbeat could not read the change log state")
                 await asyncio.sleep(interval)
                 continue
-            await self._session_send(protocol.heartbeat(seq=head))
+            await self.session.send(protocol.heartbeat(seq=head))
 
     # -- group messages -------------------------------------------------------------------
 
@@ -517,7 +520,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         try:
             await self.session.subscribe(contexts, since=since, epoch=epoch, ref=message.get("ref"))
         except TooManySubscriptions as exc:
-            await self._session_send(
+            await self.session.send(
                 protocol.error(
                     code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc), ref=message.get("ref")
                 )
@@ -561,6 +564,14 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         client reconnects (to another process) after `retry`, with its Last-Event-ID."""
         await self._end()
 
+    async def _session_ended(self, reason: str) -> None:
+        """The session ended on the server's side: end the stream, if it still runs (a
+        client too slow was already cut off by the server, realtime/httpprotocol.py)."""
+        if reason in ("send_failed", "slow_client"):
+            self.ended = True
+            return
+        await self._end()
+
     async def _end(self) -> None:
         if self.streaming and not self.ended:
             self.ended = True
@@ -574,7 +585,6 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         if self.heartbeat is not None:
             self.heartbeat.cancel()
         if self.session is not None:
-            self.session.hub.transports.discard(self)
             try:
                 await self.session.close()
             except Exception:

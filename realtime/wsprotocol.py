@@ -11,11 +11,18 @@ Here the socket stays open for a short grace after the close frame, reading and
 discarding what still arrives, and closes cleanly (FIN, not RST) when the client has
 closed its side or the grace ends. Everything else is uvicorn's implementation, chosen
 for its CPU per delivery and idle memory (docs/benchmarks.md).
+
+It also offers the live transports its connection (realtime/sockets.py): frames are
+written without waiting on a client that does not read, and a client that lets
+REALTIME_MAX_PENDING_BYTES pile up is closed with 4413 `slow_client`.
 """
 
 from __future__ import annotations
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from realtime.protocol import CLOSE_SLOW_CLIENT, SLOW_CLIENT
+from realtime.sockets import EXTENSION, socket_timeouts_set
 
 # Long enough for a client on a slow link to read the close frame; short enough that a
 # hostile client cannot hold sockets open with it.
@@ -26,6 +33,34 @@ class GracefulCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     """WebSocketsSansIOProtocol that drains instead of resetting after a protocol error."""
 
     draining = False
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        socket_timeouts_set(transport)
+
+    def handle_connect(self, event) -> None:
+        super().handle_connect(event)
+        self.scope["extensions"][EXTENSION] = self
+
+    def would_block(self) -> bool:
+        return not self.writable.is_set()
+
+    def unsent_bytes(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def abort_slow(self) -> None:
+        """Close with 4413 `slow_client` at once, without waiting for the client to read
+        what is before the close frame; abort after the grace if it still does not."""
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": CLOSE_SLOW_CLIENT, "reason": SLOW_CLIENT}
+        )
+        self.conn.send_close(CLOSE_SLOW_CLIENT, SLOW_CLIENT)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
+        self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
 
     def handle_parser_exception(self) -> None:
         assert self.conn.close_sent is not None

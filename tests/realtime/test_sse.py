@@ -425,8 +425,8 @@ async def test_staff_token_receives_a_hidden_company(world):
     await stream.close()
 
 
-async def test_heartbeats_when_idle(world, monkeypatch):
-    monkeypatch.setattr(sse, "HEARTBEAT_S", 0.2)
+async def test_heartbeats_when_idle(world, settings):
+    settings.REALTIME_SSE_HEARTBEAT_S = 0.2
     stream = Stream("contexts=overview")
     await stream.opened()
     state = await database_sync_to_async(change_log_state)()

@@ -1,0 +1,31 @@
+"""uvicorn's httptools HTTP protocol, offering the live transports its connection
+(realtime/sockets.py): SSE streams write without waiting on a client that does not read,
+and end one that lets REALTIME_MAX_PENDING_BYTES pile up."""
+
+from __future__ import annotations
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from realtime.sockets import EXTENSION, socket_timeouts_set
+
+
+class LiveHttpToolsProtocol(HttpToolsProtocol):
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        socket_timeouts_set(transport)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {EXTENSION: self}
+
+    def would_block(self) -> bool:
+        return self.flow.write_paused
+
+    def unsent_bytes(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def abort_slow(self) -> None:
+        # Nothing more can reach a client that does not read: drop what is buffered. The
+        # stream's task hears `http.disconnect` and releases its session; the browser
+        # reconnects with its Last-Event-ID.
+        self.transport.abort()

@@ -1,0 +1,60 @@
+"""What the live transports need of the server's connection objects beyond ASGI.
+
+The web server's protocol classes (realtime/wsprotocol.py for WebSocket,
+realtime/httpprotocol.py for HTTP, so SSE streams) put themselves in the scope as
+`scope["extensions"]["carbon.connection"]`, giving a connection's outbox
+(realtime/outbox.py) three things ASGI does not:
+
+- `would_block()`: whether an ASGI send would wait for the client to read (the
+  transport's buffer is above its high-water mark). The hub hands every frame to every
+  connection in turn; waiting on one client that does not read would delay all others.
+- `unsent_bytes()`: what the server holds for the client and has not written yet.
+- `abort_slow()`: end a client that let REALTIME_MAX_PENDING_BYTES pile up.
+
+Under another server (daphne, the test communicators) the extension is absent and sends
+are awaited as ASGI makes them.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Protocol
+
+from django.conf import settings
+
+EXTENSION = "carbon.connection"
+
+
+class ServerConnection(Protocol):
+    def would_block(self) -> bool: ...
+
+    def unsent_bytes(self) -> int: ...
+
+    def abort_slow(self) -> None: ...
+
+
+def server_connection(scope: dict) -> ServerConnection | None:
+    """The server's connection object of this scope, when the server offers one."""
+    return (scope.get("extensions") or {}).get(EXTENSION)
+
+
+def socket_timeouts_set(transport) -> None:
+    """TCP keepalive and TCP_USER_TIMEOUT on an accepted socket: a peer that vanished
+    without a FIN (a phone out of coverage, a cut network) stops acknowledging, and the
+    kernel ends the connection after REALTIME_UNACKED_TIMEOUT_S of unacknowledged data,
+    or of unanswered keepalive probes on an idle connection, instead of never."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    timeout_s = settings.REALTIME_UNACKED_TIMEOUT_S
+    probes = 3
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(timeout_s / 2)))
+        sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(timeout_s / 2 / probes))
+        )
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout_s * 1000))
+    except (OSError, AttributeError):
+        pass  # not Linux, or not a TCP socket: the transports' own heartbeats remain
