@@ -351,6 +351,13 @@ REALTIME_CONNECTION_RETRY_S = 30
 # stream; it resumes from its cursors. 1 MiB is minutes of a busy context's frames, and
 # bounds what 5,000 stalled clients could hold at 5 GB.
 REALTIME_MAX_PENDING_BYTES = int(os.environ.get("REALTIME_MAX_PENDING_BYTES", str(1 << 20)))
+# The kernel's send buffer of every accepted socket (it doubles the value), instead of
+# autotuning up to 4 MB: with REALTIME_MAX_PENDING_BYTES it bounds what a client that
+# stopped reading costs. 256 KiB keeps 512 KB in flight, 40 Mbit/s at 100 ms of round
+# trip: far more than a dashboard's frames need. 0 leaves it to the kernel.
+REALTIME_SOCKET_SEND_BUFFER_BYTES = int(
+    os.environ.get("REALTIME_SOCKET_SEND_BUFFER_BYTES", str(256 * 1024))
+)
 # A peer that stops acknowledging (gone without a FIN: out of coverage, asleep, a cut
 # network) is dropped by the kernel after this long: TCP_USER_TIMEOUT and keepalive on
 # every accepted socket. The SSE heartbeat (15 s) writes within one period, so a stream

@@ -358,7 +358,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_ack(self, message: dict, ref: Any) -> None:
         seq, notification = message.get("seq"), message.get("notification")
-        valid_seq = isinstance(seq, int) and not isinstance(seq, bool)
+        valid_seq = isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63
         if not valid_seq and not isinstance(notification, str):
             raise MessageError(
                 protocol.INVALID_MESSAGE, "`ack` carries a `seq` or a `notification`."

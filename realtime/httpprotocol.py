@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from realtime.sockets import EXTENSION, socket_timeouts_set
+from realtime.sockets import EXTENSION, socket_options_set, transport_reset
 
 
 class LiveHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        socket_timeouts_set(transport)
+        socket_options_set(transport)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -28,4 +28,4 @@ class LiveHttpToolsProtocol(HttpToolsProtocol):
         # Nothing more can reach a client that does not read: drop what is buffered. The
         # stream's task hears `http.disconnect` and releases its session; the browser
         # reconnects with its Last-Event-ID.
-        self.transport.abort()
+        transport_reset(self.transport)

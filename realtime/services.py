@@ -91,6 +91,16 @@ def connection_close(*, session: str) -> None:
         cursor.execute("DELETE FROM active_connections WHERE id = %s", [session])
 
 
+def connections_close(*, sessions: Iterable[str]) -> int:
+    """Forget many ended connections in one statement (a burst of disconnects)."""
+    sessions = list(sessions)
+    if not sessions:
+        return 0
+    with _unsynced_commit(), db_connection.cursor() as cursor:
+        cursor.execute("DELETE FROM active_connections WHERE id = ANY(%s)", [sessions])
+        return cursor.rowcount
+
+
 def connections_touch(*, sessions: Iterable[str]) -> int:
     """Refresh last_seen of many connections in one statement (not one write per message)."""
     sessions = list(sessions)

@@ -326,11 +326,7 @@ class LiveSession:
                 logger.exception("a close hook failed for session %s", self.id)
         if self.tracked:
             self.tracked = False
-            try:
-                await database_sync_to_async(connection_close)(session=self.id)
-            except Exception:
-                # The sweep (realtime.tasks) removes the row once it is stale.
-                logger.exception("session %s: deleting its connection row failed", self.id)
+            hub.release_row(self.id)
 
     # -- client requests ------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ are awaited as ASGI makes them.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import struct
 from typing import Protocol
 
 from django.conf import settings
@@ -38,17 +40,28 @@ def server_connection(scope: dict) -> ServerConnection | None:
     return (scope.get("extensions") or {}).get(EXTENSION)
 
 
-def socket_timeouts_set(transport) -> None:
-    """TCP keepalive and TCP_USER_TIMEOUT on an accepted socket: a peer that vanished
-    without a FIN (a phone out of coverage, a cut network) stops acknowledging, and the
-    kernel ends the connection after REALTIME_UNACKED_TIMEOUT_S of unacknowledged data,
-    or of unanswered keepalive probes on an idle connection, instead of never."""
+def socket_options_set(transport) -> None:
+    """Options of an accepted socket, for connections that vanish or stop reading.
+
+    - TCP keepalive and TCP_USER_TIMEOUT: a peer that vanished without a FIN (a phone out
+      of coverage, a cut network) stops acknowledging, and the kernel ends the connection
+      after REALTIME_UNACKED_TIMEOUT_S of unacknowledged data, or of unanswered keepalive
+      probes on an idle connection, instead of never.
+    - A fixed send buffer (REALTIME_SOCKET_SEND_BUFFER_BYTES): left to autotuning, the
+      kernel holds up to 4 MB for a client that stopped reading before the server's own
+      buffer grows at all; fixed, a stalled client costs at most twice the setting in the
+      kernel plus REALTIME_MAX_PENDING_BYTES in the process.
+    """
     sock = transport.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     timeout_s = settings.REALTIME_UNACKED_TIMEOUT_S
     probes = 3
     try:
+        if settings.REALTIME_SOCKET_SEND_BUFFER_BYTES:
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, settings.REALTIME_SOCKET_SEND_BUFFER_BYTES
+            )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(timeout_s / 2)))
         sock.setsockopt(
@@ -58,3 +71,14 @@ def socket_timeouts_set(transport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout_s * 1000))
     except (OSError, AttributeError):
         pass  # not Linux, or not a TCP socket: the transports' own heartbeats remain
+
+
+def transport_reset(transport) -> None:
+    """Abort `transport` with a TCP reset: what it and the kernel hold for the client is
+    dropped at once (a plain close would keep sending the kernel's buffer, for as long as
+    the client takes to read it)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

@@ -22,7 +22,7 @@ from __future__ import annotations
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from realtime.protocol import CLOSE_SLOW_CLIENT, SLOW_CLIENT
-from realtime.sockets import EXTENSION, socket_timeouts_set
+from realtime.sockets import EXTENSION, socket_options_set, transport_reset
 
 # Long enough for a client on a slow link to read the close frame; short enough that a
 # hostile client cannot hold sockets open with it.
@@ -36,7 +36,7 @@ class GracefulCloseWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        socket_timeouts_set(transport)
+        socket_options_set(transport)
 
     def handle_connect(self, event) -> None:
         super().handle_connect(event)
@@ -60,7 +60,7 @@ class GracefulCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.transport.close()
-        self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
+        self.loop.call_later(CLOSE_GRACE_S, transport_reset, self.transport)
 
     def handle_parser_exception(self) -> None:
         assert self.conn.close_sent is not None

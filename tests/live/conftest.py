@@ -51,17 +51,18 @@ def procfile_command(name: str, env: dict) -> list[str]:
     return argv
 
 
-def stack_command(name: str, port: int) -> list[str]:
-    """How the Procfile starts process `name` (web, publisher, worker, beat), on loopback."""
-    return procfile_command(name, {"HOST": "127.0.0.1", "WEB_PORT": str(port)})
+def stack_command(name: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """How the Procfile starts process `name` (web, publisher, worker, beat), on loopback
+    (or on `host`)."""
+    return procfile_command(name, {"HOST": host, "WEB_PORT": str(port)})
 
 
-def wait_for_port(port: int, timeout: float = 20, process=None) -> None:
+def wait_for_port(port: int, timeout: float = 20, process=None, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process is None or process.poll() is None, "the server exited"
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {port}")
@@ -73,17 +74,18 @@ class Stack:
     env: dict = {}
     logs: Path | None = None
 
-    def __init__(self, processes: dict, port: int):
+    def __init__(self, processes: dict, port: int, host: str = "127.0.0.1"):
         self.processes = processes
         self.port = port
-        self.ws_url = f"ws://127.0.0.1:{port}/ws/dashboard/updates"
-        self.http_url = f"http://127.0.0.1:{port}"
+        self.host = host
+        self.ws_url = f"ws://{host}:{port}/ws/dashboard/updates"
+        self.http_url = f"http://{host}:{port}"
 
     def start(self, name: str) -> subprocess.Popen:
         """Start (or start again) process `name` as the Procfile does; log appended."""
         with open(self.logs / f"{name}.log", "a") as log:
             process = subprocess.Popen(
-                stack_command(name, self.port),
+                stack_command(name, self.port, self.host),
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
@@ -91,7 +93,7 @@ class Stack:
             )
         self.processes[name] = process
         if name == "web":
-            wait_for_port(self.port, process=process)
+            wait_for_port(self.port, process=process, host=self.host)
         return process
 
     def log(self, name: str) -> str:
@@ -115,12 +117,14 @@ class Stack:
         return time.monotonic() - started
 
 
-def stack_start(names, *, env: dict, logs: Path, port: int | None = None) -> Stack:
+def stack_start(
+    names, *, env: dict, logs: Path, port: int | None = None, host: str = "127.0.0.1"
+) -> Stack:
     """Start the Procfile's processes `names` with `env`, each logging to
     `logs/<name>.log`; waits until the web server (if any) listens. Stop with
     `stack.stop_all()`."""
     port = port or free_port()
-    stack = Stack({}, port)
+    stack = Stack({}, port, host)
     stack.env, stack.logs = env, logs
     for name in names:
         stack.start(name)

@@ -1,0 +1,221 @@
+"""Clients that stop reading: once their unsent bytes pass REALTIME_MAX_PENDING_BYTES the
+server ends them (WebSocket: close 4413 `slow_client`; SSE: the stream ends) and
+releases their sessions, while a client on the same context keeps receiving every
+change in order; the slow client resumes from its cursor when it comes back."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import psycopg
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.faults.test_storm import metric
+from tests.helpers import sql
+from tests.live.conftest import database_url_of_tests, stack_env, stack_start
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio]
+
+PENDING_LIMIT = 256 * 1024
+COMPANIES = 300
+
+
+def tiny_receive_socket() -> socket.socket:
+    """A client socket with the smallest receive buffer: the kernel stops taking the
+    server's bytes almost at once when the client does not read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+@pytest.fixture
+def bulk_world(transactional_db):
+    [(industry,)] = sql(
+        "INSERT INTO industries (slug, name, sector) VALUES ('bulk', 'Bulk', 'Tests') RETURNING id"
+    )
+    sql(
+        "INSERT INTO companies (name, country, industry_id, is_public, verification_status)"
+        " SELECT 'Bulk ' || n, 'DE', %s, true, 'verified' FROM generate_series(1, %s) n",
+        [industry, COMPANIES],
+    )
+    sql(
+        "INSERT INTO emission_records (company_id, year, scope1_tonnes, verification_status)"
+        " SELECT id, 2024, 100, 'verified' FROM companies WHERE industry_id = %s",
+        [industry],
+    )
+    return industry
+
+
+def bulk_writes(stop: threading.Event, industry) -> None:
+    """Statements of 300 changes each to the industry, until told to stop (or 60 s)."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(database_url_of_tests(), autocommit=True) as conn:
+        while not stop.is_set() and time.monotonic() < deadline:
+            conn.execute(
+                "UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1"
+                " WHERE company_id IN (SELECT id FROM companies WHERE industry_id = %s)",
+                [industry],
+            )
+            time.sleep(0.05)
+
+
+def ended_slow(stack) -> float:
+    figures = httpx.get(f"{stack.http_url}/metrics", timeout=5).text
+    return metric(figures, 'carbon_realtime_sessions_ended_total{reason="slow_client"}')
+
+
+async def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, "not within the time"
+        await asyncio.sleep(0.2)
+
+
+class Follower:
+    """A WebSocket client that reads everything of one context and checks its order."""
+
+    def __init__(self):
+        self.cursor = None
+        self.gaps = 0
+        self.duplicates = 0
+        self.batches = 0
+
+    async def run(self, url: str, context: str, ready: asyncio.Event) -> None:
+        async with connect(url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "contexts": [context]}))
+            async for raw in ws:
+                message = json.loads(raw)
+                if message["type"] == "subscribed":
+                    self.cursor = message["seq"]
+                    ready.set()
+                elif message["type"] == "batch":
+                    self.gaps += message["prev_seq"] > self.cursor
+                    self.duplicates += sum(i["seq"] <= self.cursor for i in message["changes"])
+                    self.cursor = message["seq_to"]
+                    self.batches += 1
+
+
+async def test_a_websocket_client_that_does_not_read_is_cut_off(bulk_world, tmp_path):
+    env = stack_env(REALTIME_MAX_PENDING_BYTES=str(PENDING_LIMIT), CATCHUP_MAX_CHANGES="1000000")
+    stack = stack_start(("web", "publisher"), env=env, logs=tmp_path)
+    stop = threading.Event()
+    writer = threading.Thread(target=bulk_writes, args=(stop, bulk_world), daemon=True)
+    fast = Follower()
+    try:
+        before = await asyncio.to_thread(ended_slow, stack)
+        ready = asyncio.Event()
+        following = asyncio.create_task(fast.run(stack.ws_url, "industry:bulk", ready))
+        await asyncio.wait_for(ready.wait(), 10)
+
+        sock = tiny_receive_socket()
+        sock.connect(("127.0.0.1", stack.port))
+        # max_queue=1: the client library stops reading the socket as soon as one message
+        # waits, so the kernel's small buffer fills and the server's buffer grows.
+        slow = await connect(stack.ws_url, sock=sock, max_queue=1, max_size=None)
+        await slow.send(json.dumps({"type": "subscribe", "contexts": ["industry:bulk"]}))
+        hello = json.loads(await slow.recv())
+        subscribed = json.loads(await slow.recv())
+        assert (hello["type"], subscribed["type"]) == ("hello", "subscribed")
+        cursor = subscribed["seq"]
+
+        writer.start()
+        await wait_for(lambda: ended_slow(stack) > before, timeout=60)
+        stop.set()
+        await asyncio.to_thread(writer.join)
+
+        # The slow client reads again: what it had, then the close 4413 (or, if it read
+        # nothing within the grace, a reset). Its cursor is where its last batch ended.
+        closed_with = None
+        try:
+            async for raw in slow:
+                message = json.loads(raw)
+                if message["type"] == "batch":
+                    cursor = message["seq_to"]
+        except ConnectionClosed as closed:
+            closed_with = closed.rcvd.code if closed.rcvd else None
+        assert closed_with in (4413, None)
+        if closed_with == 4413:
+            assert slow.close_reason == "slow_client"
+
+        # Released on the server: only the fast client remains.
+        def one_session() -> bool:
+            figures = httpx.get(f"{stack.http_url}/metrics", timeout=5).text
+            return metric(figures, "carbon_realtime_process_connections") == 1
+
+        await wait_for(one_session, timeout=5)
+
+        # It comes back and resumes from its cursor: catch-up, no reset.
+        [(head,)] = await asyncio.to_thread(
+            sql,
+            "SELECT max(seq) FROM change_routes WHERE context = 'industry:bulk'"
+            " AND audiences & 1 <> 0",
+        )
+        async with connect(stack.ws_url, max_size=None) as back:
+            await back.send(
+                json.dumps(
+                    {
+                        "type": "subscribe",
+                        "contexts": ["industry:bulk"],
+                        "since": {"industry:bulk": cursor},
+                    }
+                )
+            )
+            resumed = cursor
+            while resumed < head:
+                message = json.loads(await asyncio.wait_for(back.recv(), 20))
+                assert message["type"] != "reset", message
+                if message["type"] == "batch":
+                    assert message["prev_seq"] <= resumed
+                    resumed = message["seq_to"]
+
+        # The fast client never noticed: everything, in order, up to the head.
+        deadline = time.monotonic() + 20
+        while fast.cursor < head and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert fast.cursor >= head
+        assert (fast.gaps, fast.duplicates) == (0, 0)
+        following.cancel()
+    finally:
+        stop.set()
+        stack.stop_all()
+
+
+async def test_an_sse_client_that_does_not_read_is_cut_off(bulk_world, tmp_path):
+    env = stack_env(REALTIME_MAX_PENDING_BYTES=str(PENDING_LIMIT))
+    stack = stack_start(("web", "publisher"), env=env, logs=tmp_path)
+    stop = threading.Event()
+    writer = threading.Thread(target=bulk_writes, args=(stop, bulk_world), daemon=True)
+    sock = tiny_receive_socket()
+    try:
+        before = await asyncio.to_thread(ended_slow, stack)
+        sock.connect(("127.0.0.1", stack.port))
+        sock.sendall(
+            b"GET /api/stream/dashboard?contexts=industry:bulk HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        sock.settimeout(10)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        # From here on the client reads nothing.
+        writer.start()
+        await wait_for(lambda: ended_slow(stack) > before, timeout=60)
+        stop.set()
+        await asyncio.to_thread(writer.join)
+
+        def no_session() -> bool:
+            figures = httpx.get(f"{stack.http_url}/metrics", timeout=5).text
+            return metric(figures, "carbon_realtime_process_connections") == 0
+
+        await wait_for(no_session, timeout=5)
+        # The stream is gone: reading drains what the kernel had, then the reset.
+        with pytest.raises((ConnectionResetError, TimeoutError)):
+            while sock.recv(65536):
+                pass
+    finally:
+        stop.set()
+        sock.close()
+        stack.stop_all()
