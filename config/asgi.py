@@ -17,6 +17,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from realtime.auth import TokenAuthMiddleware  # noqa: E402
+from realtime.client_address import ClientAddressMiddleware  # noqa: E402
 from realtime.handlers import SharedThreadASGIHandler  # noqa: E402
 from realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
@@ -27,21 +28,25 @@ from realtime.server import (  # noqa: E402
 
 daphne_websocket_limits_install()
 
-application = ProtocolTypeRouter(
-    {
-        # The live HTTP routes (authenticated inside http_urlpatterns), the long polls
-        # (Django without a thread per request: realtime/handlers.py), then Django.
-        "http": URLRouter(
-            [
-                *http_urlpatterns,
-                re_path(r"^api/updates/latest/", SharedThreadASGIHandler()),
-                re_path(r"", django_asgi_app),
-            ]
-        ),
-        "websocket": allowed_hosts_origin_validator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+# Every consumer and view sees the client address one way (realtime/client_address.py):
+# the per-address limits key on it.
+application = ClientAddressMiddleware(
+    ProtocolTypeRouter(
+        {
+            # The live HTTP routes (authenticated inside http_urlpatterns), the long polls
+            # (Django without a thread per request: realtime/handlers.py), then Django.
+            "http": URLRouter(
+                [
+                    *http_urlpatterns,
+                    re_path(r"^api/updates/latest/", SharedThreadASGIHandler()),
+                    re_path(r"", django_asgi_app),
+                ]
+            ),
+            "websocket": allowed_hosts_origin_validator(
+                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )
 
 # Last, once everything the process needs at start-up is loaded.

@@ -14,7 +14,9 @@ with the same limits (realtime/server.py).
 
 The protocol's limits are set here from the settings: a client text frame over
 REALTIME_MAX_FRAME_BYTES closes with 1009 (the `websockets` library does it), and
-X-Forwarded-For is trusted from FORWARDED_ALLOW_IPS (uvicorn's variable) only.
+X-Forwarded-For is trusted from FORWARDED_ALLOW_IPS only: uvicorn then puts the address
+it reports in `scope["client"]`, which every per-address limit keys on
+(realtime/client_address.py).
 """
 
 from __future__ import annotations
@@ -58,12 +60,12 @@ def main() -> None:
         # connection with it, 50 without). daphne does not compress either.
         ws_per_message_deflate=False,
         # WebSocket pings keep idle connections open through proxies and find dead ones.
-        ws_ping_interval=float(os.environ.get("WEB_WS_PING_S", "20")),
-        ws_ping_timeout=float(os.environ.get("WEB_WS_PING_S", "20")),
+        ws_ping_interval=settings.WEB_WS_PING_S,
+        ws_ping_timeout=settings.WEB_WS_PING_S,
         # Django's ASGI handler does not speak lifespan.
         lifespan="off",
         proxy_headers=True,
-        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
         access_log=os.environ.get("WEB_ACCESS_LOG", "1") == "1",
         log_level=os.environ.get("LOG_LEVEL", "INFO").lower(),
         # On SIGTERM the hub closes every WebSocket with 4503 first (realtime/hub.py);

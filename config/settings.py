@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import limits
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
@@ -26,6 +27,19 @@ def env_bool(name: str, default: bool) -> bool:
 def env_list(name: str, default: str) -> list[str]:
     """Read a comma-separated environment variable."""
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_rate(name: str, default: str) -> str:
+    """Read a rate in `limits` notation ("300/minute", "5 per second"), checked at start-up
+    so that a typo is a clear error here rather than a failure at the first request."""
+    value = os.environ.get(name) or default
+    try:
+        limits.parse(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate such as '300/minute' or '5 per second'."
+        ) from None
+    return value
 
 
 DEBUG = env_bool("DEBUG", False)
@@ -229,6 +243,10 @@ REST_FRAMEWORK = {
         "anon": os.environ.get("API_THROTTLE_ANON", "600/min"),
         "user": os.environ.get("API_THROTTLE_USER", "3000/min"),
     },
+    # Anonymous throttles key on REMOTE_ADDR: the address uvicorn took from X-Forwarded-For
+    # of a proxy in FORWARDED_ALLOW_IPS, else the peer's. DRF's default (None) would read
+    # X-Forwarded-For itself, from anybody, so that any client could name its own key.
+    "NUM_PROXIES": 0,
     # Emission figures travel as JSON numbers, as in the change items of PROTOCOL.md.
     "COERCE_DECIMAL_TO_STRING": False,
 }
@@ -249,13 +267,13 @@ SPECTACULAR_SETTINGS = {
 }
 
 # A directory page of 50 rows fills a screen; clients ask for up to API_MAX_PAGE_SIZE.
-API_PAGE_SIZE = 50
+API_PAGE_SIZE = int(os.environ.get("API_PAGE_SIZE", "50"))
 # Largest page a client may ask for with `page_size`; bigger pages cost the database
 # and the client more than a second request does.
-API_MAX_PAGE_SIZE = 500
+API_MAX_PAGE_SIZE = int(os.environ.get("API_MAX_PAGE_SIZE", "500"))
 # Most items `GET /api/overview/changes/` returns: a feed panel shows 20; more is a log
 # reader's job (the polling endpoint).
-RECENT_CHANGES_MAX = 50
+RECENT_CHANGES_MAX = int(os.environ.get("RECENT_CHANGES_MAX", "50"))
 
 # Size of the demo data set `make run` loads into an empty database.
 DEMO_COMPANIES = int(os.environ.get("DEMO_COMPANIES", "100000"))
@@ -325,7 +343,8 @@ REALTIME_DEFAULT_POLICY = {
 # A dashboard shows a handful of contexts; 50 leaves room without letting one connection
 # join thousands of groups.
 REALTIME_MAX_SUBSCRIPTIONS = int(os.environ.get("REALTIME_MAX_SUBSCRIPTIONS", "50"))
-# Largest client text frame (PROTOCOL.md: 64 KiB); larger closes with 1009.
+# Largest client message (PROTOCOL.md: 64 KiB): a WebSocket text frame (larger closes with
+# 1009) or the JSON body of a live-protocol HTTP request (larger gets 413).
 REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(64 * 1024)))
 # Client messages per window per connection; a dashboard sends a few per minute.
 REALTIME_MESSAGE_RATE = int(os.environ.get("REALTIME_MESSAGE_RATE", "30"))
@@ -344,8 +363,23 @@ REALTIME_CLIENT_TIMEOUT_S = float(os.environ.get("REALTIME_CLIENT_TIMEOUT_S", "9
 REALTIME_MAX_CONNECTIONS_PER_ADDRESS = int(
     os.environ.get("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "200")
 )
-# The retry hint given to a client refused for having too many connections.
-REALTIME_CONNECTION_RETRY_S = 30
+# The retry hint given to a client refused for having too many connections: long enough
+# that a reconnecting loop does not hammer the server, short enough that a viewer whose
+# other tabs closed is back within half a minute.
+REALTIME_CONNECTION_RETRY_S = int(os.environ.get("REALTIME_CONNECTION_RETRY_S", "30"))
+# Polls per client address (`limits` notation), over all server processes. An idle
+# long-polling tab (wait=25) makes 2 or 3 a minute, a busy one (answered at once on every
+# change) or a tab polling without `wait` up to 60; one office behind one NAT address may
+# hold many of them (the connection cap lets 200 WebSocket or SSE clients share an
+# address). 1200 (20 a second) serves 200 idle long-pollers with room to spare, or twenty
+# busy ones, and holds a flood from one address to a fifth of what one server process
+# answers (about a hundred polls a second, docs/benchmarks.md). The old 300 refused five
+# people behind one NAT polling once a second.
+REALTIME_POLL_RATE = env_rate("REALTIME_POLL_RATE", "1200/minute")
+# Longest query string of an SSE request, and longest `Last-Event-ID`: both grow with the
+# contexts of a stream (fifty encode to under 4 KiB), so raise this with
+# REALTIME_MAX_SUBSCRIPTIONS; longer ones are refused (400) or not ours (`cursor_invalid`).
+REALTIME_SSE_MAX_QUERY_BYTES = int(os.environ.get("REALTIME_SSE_MAX_QUERY_BYTES", str(8 * 1024)))
 # A client that does not read is disconnected once this many bytes wait for it (the
 # server's buffer plus its outbox): WebSocket with 4413 `slow_client`, SSE by ending the
 # stream; it resumes from its cursors. 1 MiB is minutes of a busy context's frames, and
@@ -368,6 +402,17 @@ REALTIME_UNACKED_TIMEOUT_S = float(os.environ.get("REALTIME_UNACKED_TIMEOUT_S", 
 # the log, so a frame lost between Redis and the hub is repaired within two periods (1 s)
 # even when nothing else is published to its context.
 REALTIME_HEAD_CHECK_S = float(os.environ.get("REALTIME_HEAD_CHECK_S", "0.5"))
+# WebSocket-level pings: one every this many seconds, and a connection that does not answer
+# one within as long is closed. 20 s keeps idle connections open through proxies that cut
+# them at 60 s, and finds a dead peer within 40 s.
+WEB_WS_PING_S = float(os.environ.get("WEB_WS_PING_S", "20"))
+# Peers whose X-Forwarded-For is believed (comma-separated addresses or networks; `*` is
+# everyone, empty is nobody): uvicorn then takes the client address every per-address limit
+# keys on from the header (realtime/client_address.py). Only the proxy in front of the
+# web server belongs here: anything that connects from a listed address can name any
+# client address it likes. The default trusts a proxy on the same machine, and with it
+# every other local process.
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Server processes freeze what start-up loaded out of the garbage collector's sight and
 # collect young objects less often (realtime/server.py says why); 0 keeps Python's way.
 REALTIME_GC_TUNE = os.environ.get("REALTIME_GC_TUNE", "1") == "1"
@@ -400,7 +445,7 @@ NOTIFY_TTL_HOURS = float(os.environ.get("NOTIFY_TTL_HOURS", "24"))
 # Expired notifications (and their receipts) are kept this long for the admin, then pruned.
 NOTIFY_RETENTION_DAYS = float(os.environ.get("NOTIFY_RETENTION_DAYS", "30"))
 # Staff broadcasts per user (`limits` notation), over every server process.
-NOTIFY_BROADCAST_RATE = os.environ.get("NOTIFY_BROADCAST_RATE", "5/minute")
+NOTIFY_BROADCAST_RATE = env_rate("NOTIFY_BROADCAST_RATE", "5/minute")
 # Notifications one poll answer carries at most, and how recent one never delivered to a
 # polling client must be to be offered (those requiring acknowledgement: until they expire).
 NOTIFY_POLL_MAX = int(os.environ.get("NOTIFY_POLL_MAX", "20"))
@@ -444,7 +489,7 @@ REFRESH_METRICS_RETENTION_DAYS = float(os.environ.get("REFRESH_METRICS_RETENTION
 ENGAGEMENT_RETENTION_DAYS = float(os.environ.get("ENGAGEMENT_RETENTION_DAYS", "7"))
 # Engagement reports per client (user, or browser session, or address): a browser sends
 # one when a viewer pauses, refreshes or falls back, a few a minute at most.
-ENGAGEMENT_RATE = os.environ.get("ENGAGEMENT_RATE", "30/minute")
+ENGAGEMENT_RATE = env_rate("ENGAGEMENT_RATE", "30/minute")
 # Events in one report: the client batches what happened while it was offline.
 ENGAGEMENT_MAX_EVENTS = int(os.environ.get("ENGAGEMENT_MAX_EVENTS", "20"))
 

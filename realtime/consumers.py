@@ -69,7 +69,7 @@ def scope_session_key(scope: dict) -> str | None:
 
 
 def client_address(scope: dict) -> str | None:
-    """The client's IP address (daphne --proxy-headers puts X-Forwarded-For there)."""
+    """The client's IP address, as a trusted proxy reports it (realtime/client_address.py)."""
     client = scope.get("client")
     return client[0] if client else None
 

@@ -1,6 +1,7 @@
 """The polling fallback (PROTOCOL.md, `GET /api/updates/latest/<cursor>`): parsing the
 cursor and the query, reading a page of the change log, its ETag, the long poll that
-parks on the process's hub, and the per-address rate limit (in Redis)."""
+parks on the process's hub, and the per-address rate limit (REALTIME_POLL_RATE, in
+Redis)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,6 @@ POLL_MAX_LIMIT = 5000
 # PROTOCOL.md: `wait` is 0 to 25 s. 25 s stays under the 30 s at which many proxies and
 # mobile networks give up on a silent response.
 POLL_MAX_WAIT_S = 25.0
-# Polls per client address per minute, over all server processes. A tab polling without
-# `wait` once a second makes 60, a long-polling tab a few; 300 lets an office behind one
-# address keep several tabs open and still cuts a flood off within its first second.
-POLL_RATE = "300/minute"
 # Redis calls of the rate limiter give up after this long, and the poll goes through:
 # a Redis outage must not take the polling fallback down with it.
 POLL_RATE_TIMEOUT_S = 0.5
@@ -400,7 +397,7 @@ def _poll_limiter() -> FixedWindowRateLimiter:
 
 async def poll_retry_after(address: str) -> int | None:
     """None if this poll is within the rate; else the seconds until it would be."""
-    rate = parse_rate(POLL_RATE)
+    rate = parse_rate(settings.REALTIME_POLL_RATE)
     limiter = _poll_limiter()
     try:
         async with asyncio.timeout(POLL_RATE_TIMEOUT_S * 2):

@@ -69,10 +69,6 @@ logger = logging.getLogger(__name__)
 RETRY_MS = 3000
 # Each wait is 80 to 100 % of REALTIME_SSE_HEARTBEAT_S, so thousands of streams do not beat in step.
 HEARTBEAT_JITTER = 0.2
-# A query string longer than this is refused (400): fifty contexts fit in under 3 KiB.
-MAX_QUERY_BYTES = 8 * 1024
-# A longer `Last-Event-ID` cannot be one of ours (fifty contexts encode to about 3.5 KiB).
-MAX_LAST_EVENT_ID = 8 * 1024
 # Characters of the epoch kept in a cursor token: enough to tell two lineages apart
 # (md5 hex, 1 in 4 billion), short enough to keep the token small.
 TOKEN_EPOCH_CHARS = 8
@@ -135,8 +131,10 @@ def stream_request_parse(scope: dict) -> StreamRequest:
     except `lastEventId`, which polyfills send in place of the header.
     """
     raw = scope.get("query_string", b"")
-    if len(raw) > MAX_QUERY_BYTES:
-        raise _invalid(f"The query string is limited to {MAX_QUERY_BYTES} bytes.")
+    if len(raw) > settings.REALTIME_SSE_MAX_QUERY_BYTES:
+        raise _invalid(
+            f"The query string is limited to {settings.REALTIME_SSE_MAX_QUERY_BYTES} bytes."
+        )
     try:
         pairs = parse_qsl(
             raw.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict"
@@ -197,7 +195,9 @@ class CursorToken:
 def cursor_token_decode(token: str) -> CursorToken | None:
     """The cursors of a token made by `cursor_token`; None for anything else."""
     version, _, encoded = token.strip().partition(".")
-    if version != TOKEN_VERSION or len(token) > MAX_LAST_EVENT_ID or not _TOKEN_BODY.match(encoded):
+    # A longer `Last-Event-ID` cannot be one of ours.
+    too_long = len(token) > settings.REALTIME_SSE_MAX_QUERY_BYTES
+    if version != TOKEN_VERSION or too_long or not _TOKEN_BODY.match(encoded):
         return None
     try:
         body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()

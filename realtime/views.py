@@ -83,9 +83,6 @@ from realtime.services import connection_ack_record, connection_contexts_set
 
 logger = logging.getLogger(__name__)
 
-# PROTOCOL.md: 64 KiB is the largest client message; larger bodies get 413.
-BODY_MAX_BYTES = 64 * 1024
-
 
 class Unavailable(ApplicationError):
     """A dependency (database, Redis, channel layer) failed: retry later."""
@@ -293,19 +290,21 @@ class RealtimeAPIView(APIView):
 
 
 def json_body(request: Request, serializer_class) -> dict:
-    """The validated JSON body; 413 over BODY_MAX_BYTES, 400 when malformed."""
+    """The validated JSON body; 413 over REALTIME_MAX_FRAME_BYTES (the largest client
+    message, PROTOCOL.md), 400 when malformed."""
+    limit = settings.REALTIME_MAX_FRAME_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    too_large = PayloadTooLarge(f"The body is limited to {BODY_MAX_BYTES} bytes.")
-    if declared > BODY_MAX_BYTES:
+    too_large = PayloadTooLarge(f"The body is limited to {limit} bytes.")
+    if declared > limit:
         raise too_large
     try:
         raw = request.body
     except RequestDataTooBig:
         raise too_large from None
-    if len(raw) > BODY_MAX_BYTES:
+    if len(raw) > limit:
         raise too_large
     try:
         data = request.data

@@ -562,12 +562,13 @@ async def test_long_poll_ends_when_the_server_stops(http, published):
 # -- rate limit ----------------------------------------------------------------------------
 
 
-async def test_a_flood_of_polls_gets_429_with_retry_after(published, monkeypatch):
-    monkeypatch.setattr(polling, "POLL_RATE", "5/minute")
+async def test_a_flood_of_polls_gets_429_with_retry_after(published, settings):
+    settings.REALTIME_POLL_RATE = "5/minute"
     address = f"192.0.2.{random.randrange(1, 255)}"
     async with make_client(f"{address}") as flooder, make_client() as bystander:
         # A fresh window for this address, whatever an earlier run left in Redis.
-        await polling._poll_limiter().clear(polling.parse_rate(polling.POLL_RATE), "poll", address)
+        rate = polling.parse_rate(settings.REALTIME_POLL_RATE)
+        await polling._poll_limiter().clear(rate, "poll", address)
         statuses = [(await poll(flooder, 0, contexts="overview")).status_code for _ in range(8)]
         assert statuses[:5] == [200] * 5 and statuses[5:] == [429] * 3
         limited = await poll(flooder, 0, contexts="overview")
