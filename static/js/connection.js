@@ -11,7 +11,8 @@
 // - Heartbeats: silence for twice the heartbeat interval means a dead connection; a
 //   heartbeat whose head moved while no batch came is checked the same way (a batch
 //   may have been lost on the way).
-// - Close codes: 4429 waits retry_after, 4503 reconnects (with backoff), 4403 moves on.
+// - Close codes: 4429 waits retry_after, 4503 reconnects (with backoff), 4403 moves on; any
+//   other end (1011, 4413 slow_client, a reset) reconnects with backoff and resumes.
 //
 // Events: "state" {state, connection, transport}, "hello", "batch" {context, changes,
 // seqTo}, "reset" {context, reason, seq, epoch}, "notification", "maintenance",
