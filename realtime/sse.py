@@ -67,8 +67,11 @@ logger = logging.getLogger(__name__)
 # ends. 3 s is the browsers' own default, said explicitly so every client agrees; a server
 # restart then sees its reconnections spread over the jitter of the clients' timers.
 RETRY_MS = 3000
-# Each wait is 80 to 100 % of REALTIME_SSE_HEARTBEAT_S, so thousands of streams do not beat in step.
+# Each wait is 80 to 100 % of REALTIME_SSE_HEARTBEAT_S: thousands of streams do not beat
+# in step.
 HEARTBEAT_JITTER = 0.2
+# How long the end of a stream may wait on a client that does not read.
+END_SEND_TIMEOUT_S = 1.0
 # Characters of the epoch kept in a cursor token: enough to tell two lineages apart
 # (md5 hex, 1 in 4 billion), short enough to keep the token small.
 TOKEN_EPOCH_CHARS = 8
@@ -575,8 +578,9 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
     async def _end(self) -> None:
         if self.streaming and not self.ended:
             self.ended = True
+            # Bounded: a client that does not read must not hold up a shutdown.
             with contextlib.suppress(Exception):
-                await self.send_body(b"", more_body=False)
+                await asyncio.wait_for(self.send_body(b"", more_body=False), END_SEND_TIMEOUT_S)
 
     async def _cleanup(self) -> None:
         if self.cleaned:

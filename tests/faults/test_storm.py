@@ -38,6 +38,15 @@ def metric(text: str, name: str) -> float:
     return total
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 def server_holds(stack) -> dict:
     """What the web process still holds: sessions, hub members and joined contexts (its
     /metrics), its active_connections rows, and the health answer's count."""
@@ -237,9 +246,14 @@ def test_reconnect_storm_leaves_nothing_behind_and_loses_nothing(storm_world, tm
                     "reconnect_s": stormed["seconds"],
                     "released_s": released_s,
                     "items": changes,
+                    "web_rss_mb": rss_mb(stack.processes["web"].pid),
                 }
             )
         print(f"storm rounds: {figures}")
+        # Memory: what a round leaves behind would add up round after round (a zombie
+        # session holds about 35 KB: 1,200 of them, 40 MB). The first round warms up.
+        growth = figures[-1]["web_rss_mb"] - figures[0]["web_rss_mb"]
+        assert growth < 20, f"the web process grew {growth:.1f} MB over {ROUNDS - 1} rounds"
         assert "ERROR" not in stack.log("web"), stack.log("web")[-3000:]
     finally:
         stack.stop_all()
