@@ -295,6 +295,11 @@ def private_postgres():
     bin_dir = pg_bin_dir()
     if bin_dir is None:
         pytest.skip("no PostgreSQL binaries (/usr/lib/postgresql or the pgserver wheel)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a `postgres` user to run PostgreSQL as")
     server = PrivatePostgres(bin_dir)
     try:
         server.initdb()
