@@ -37,7 +37,11 @@ from realtime.control import (
 )
 from realtime.follower import ContextFollower, OutFrame
 from realtime.groups import SYSTEM_GROUP, context_group
-from realtime.services import connections_close, connections_touch
+from realtime.services import (
+    connections_close,
+    connections_of_stopped_processes_delete,
+    connections_touch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ SHUTDOWN_GRACE_S = 0.5
 # clients dropped at once cost a few statements, not a thousand on the one database
 # thread (measured: 1,200 one by one took 1.5 to 4.8 s under a reconnect storm).
 ROW_RELEASE_BATCH_S = 0.05
+# A failed delete (the database restarting) is tried again this many times, waiting 0.1,
+# 0.2, ... 6.4 s: a restart of a few seconds loses no row.
+ROW_RELEASE_RETRIES = 7
 
 
 # Background work every server process runs beside its hub, registered by apps (the
@@ -111,6 +118,7 @@ class Hub:
         self.beating: set = set()
         self.heartbeat_task: asyncio.Task | None = None
         self.stopping = False
+        self.started = False
         self._head: tuple[float, int] | None = None
         self.touch_task: asyncio.Task | None = None
         self.head_check_task: asyncio.Task | None = None
@@ -135,6 +143,12 @@ class Hub:
         return self.followers[audience]
 
     async def start(self) -> None:
+        if not self.started:
+            self.started = True
+            try:
+                await database_sync_to_async(connections_of_stopped_processes_delete)()
+            except Exception:
+                logger.exception("deleting the rows of stopped server processes failed")
         if self.task is None or self.task.done():
             self.channel = await self.layer.new_channel("hub.")
             await self.layer.group_add(SYSTEM_GROUP, self.channel)
@@ -221,13 +235,22 @@ class Hub:
 
     async def _rows_release(self) -> None:
         await asyncio.sleep(ROW_RELEASE_BATCH_S)
+        failures = 0
         while self.rows_released:
             batch, self.rows_released = self.rows_released, set()
             try:
                 await database_sync_to_async(connections_close)(sessions=batch)
-            except Exception:
-                # The sweep (realtime.tasks) removes them once they are stale.
-                logger.exception("deleting %d connection rows failed", len(batch))
+                failures = 0
+            except Exception as exc:
+                # The database restarted (a pooled connection died with it) or is away:
+                # try again, later and later; past that, the sweep removes them.
+                failures += 1
+                if failures > ROW_RELEASE_RETRIES:
+                    logger.exception("deleting %d connection rows failed", len(batch))
+                    continue
+                logger.warning("deleting %d connection rows failed: %r", len(batch), exc)
+                self.rows_released |= batch
+                await asyncio.sleep(ROW_RELEASE_BATCH_S * 2**failures)
 
     async def _head_check_loop(self) -> None:
         """Every REALTIME_HEAD_CHECK_S, one query for the heads of every context this hub

@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable, Iterator
 
+from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import BigIntegerField, F, Value
@@ -79,10 +80,49 @@ def connection_contexts_set(*, session: str, contexts: list[str]) -> None:
 
 
 def connections_at_address(*, address: str | None) -> int:
-    """Live connections from one client address, over every server process."""
+    """Live connections from one client address, over every server process.
+
+    Rows their process stopped refreshing (it died without deleting them: kill -9, a lost
+    host) do not count after three refresh periods, so clients reconnecting elsewhere
+    are not counted twice until the sweep removes them."""
     if address is None:
         return 0
-    return ActiveConnection.objects.filter(client_address=address).count()
+    fresh_since = timezone.now() - dt.timedelta(seconds=3 * settings.REALTIME_TOUCH_INTERVAL_S)
+    return ActiveConnection.objects.filter(
+        client_address=address, last_seen__gte=fresh_since
+    ).count()
+
+
+def connections_of_stopped_processes_delete() -> int:
+    """Delete the rows of server processes of this host that no longer run (a web server
+    killed with -9 leaves its rows behind): run when a server process starts, so the
+    clients that reconnect to it are not counted twice. Rows of other hosts are the
+    sweep's (realtime.tasks)."""
+    host = SERVER.rsplit(":", 1)[0]
+    stopped = []
+    servers = (
+        ActiveConnection.objects.filter(server__startswith=f"{host}:")
+        .values_list("server", flat=True)
+        .distinct()
+    )
+    for server in servers:
+        pid = server.rsplit(":", 1)[1]
+        if server != SERVER and pid.isdigit() and not _process_runs(int(pid)):
+            stopped.append(server)
+    if not stopped:
+        return 0
+    deleted, _ = ActiveConnection.objects.filter(server__in=stopped).delete()
+    return deleted
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
 
 
 def connection_close(*, session: str) -> None:

@@ -60,9 +60,6 @@ async def test_postgres_restart_mid_stream(
     left = await asyncio.to_thread(
         wait_for_no_connection_rows, database_url, stack.processes["web"].pid
     )
-    # Rows whose DELETE failed on a dead pooled connection (the known bug pinned by
-    # test_connection_rows_are_deleted_after_a_postgres_restart): counted, and nothing else.
-    failed_deletes = stack.log("web").count("in connection_close")
     recovery_report(
         f"postgres {how}",
         **run.figures,
@@ -72,25 +69,15 @@ async def test_postgres_restart_mid_stream(
     )
     assert stack.processes["web"].poll() is None, "the web server died with the database"
     assert stack.processes["publisher"].poll() is None, "the publisher died with the database"
-    assert left == failed_deletes, f"{left} active_connections rows after every client closed"
+    assert left == 0, f"{left} active_connections rows after every client closed"
 
 
-POOL_BUG = (
-    "After a PostgreSQL restart the psycopg pool of each process still holds its dead "
-    "connections (config/settings.py gives the pool no `check`), so the first database "
-    "call on each of them fails. When that call is the DELETE of realtime.services."
-    "connection_close, run last by LiveSession.close (realtime/session.py), the "
-    "OperationalError escapes the WebSocket disconnect handler and nothing retries it: the "
-    "active_connections row stays, no longer refreshed, until the sweep removes it "
-    "(REALTIME_CONNECTION_STALE_S, 120 s, and only where beat runs), counting against "
-    "the client address's connection limit meanwhile."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=POOL_BUG)
 async def test_connection_rows_are_deleted_after_a_postgres_restart(
     private_postgres, pg_world, fault_stack
 ):
+    """After a PostgreSQL restart the pooled connections that died with it fail their
+    first call; rows of sessions that end then are still deleted (the release is tried
+    again), not left for the sweep."""
     database_url = private_postgres.url()
     stack = fault_stack(("web",), DATABASE_URL=database_url)
     web = stack.processes["web"].pid

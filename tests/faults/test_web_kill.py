@@ -52,18 +52,10 @@ async def test_web_server_kill_9_mid_stream(fault_stack, transactional_db, world
     assert stale <= len(run.clients)
 
 
-STALE_ROWS_BUG = (
-    "A web server killed with -9 cannot delete its active_connections rows; they stay "
-    "until the sweep (REALTIME_CONNECTION_STALE_S, 120 s, run by beat every 60 s), and "
-    "connections_at_address (realtime/services.py) counts them for the per-address limit "
-    "in realtime/consumers.py and realtime/sse.py. The same clients reconnecting to the "
-    "restarted server are counted twice and refused with 4429 once the dead rows plus "
-    "the new ones reach REALTIME_MAX_CONNECTIONS_PER_ADDRESS."
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALE_ROWS_BUG)
 async def test_clients_of_a_killed_server_are_not_counted_twice(fault_stack, transactional_db):
+    """A web server killed with -9 leaves its rows; the restarted server deletes the rows
+    of stopped processes of its host when it starts, so the same clients reconnecting are
+    not counted twice against the per-address limit."""
     # Four clients of one address under a limit of five: fine before the kill.
     stack = fault_stack(("web",), REALTIME_MAX_CONNECTIONS_PER_ADDRESS="5")
     clients = followers(stack, ["overview"], 0, websockets=4, sse=0, seconds=40)
