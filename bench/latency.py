@@ -319,7 +319,8 @@ class Stack:
     def pid(self, name: str) -> int:
         return self.processes[name].pid
 
-    def start(self) -> Stack:
+    def environment(self) -> dict[str, str]:
+        """The environment every process of the stack starts with."""
         env = {
             **os.environ,
             "DATABASE_URL": self.database_url,
@@ -332,11 +333,18 @@ class Stack:
         }
         if self.gc_trace:
             env["BENCH_GC_TRACE"] = str(self.gc_trace)
-        commands = {
+        return env
+
+    def commands(self) -> dict[str, list[str]]:
+        """The stack's processes by name; `web` is the one answering on `port`."""
+        return {
             "web": web_command(self.server, self.port, gc_trace=self.gc_trace is not None),
             "publisher": [sys.executable, "manage.py", "run_publisher"],
         }
-        for name, command in commands.items():
+
+    def start(self) -> Stack:
+        env = self.environment()
+        for name, command in self.commands().items():
             log = open(self.logdir / f"{self.server}-{name}-{self.port}.log", "w")  # noqa: SIM115
             self.logs.append(log)
             self.processes[name] = subprocess.Popen(
@@ -518,14 +526,24 @@ class Fleet:
             process.stdin.write(line + "\n")
             process.stdin.flush()
 
-    def drain(self, timeout: float) -> dict:
-        self._send(f"drain {timeout}")
+    def drain(self, timeout: float, seq: int | None = None) -> dict:
+        """Wait until every client's cursors reached their contexts' heads (or, with
+        `seq`, each context's last change at or below it: the writer may go on)."""
+        self._send(f"drain {timeout}" + (f" {seq}" if seq is not None else ""))
         answers = self._collect("DRAINED", timeout + 30)
         return {"s": max(a["s"] for a in answers), "behind": sum(a["behind"] for a in answers)}
 
     def report(self, window: dict, timeout: float = 120) -> list[dict]:
         self._send("report " + json.dumps(window))
         return self._collect("REPORT", timeout)
+
+    def churn(self, share: float, seed: int, timeout: float = 120) -> dict:
+        """Every load generator aborts `share` of its open clients (no close frame) and
+        reconnects them, resuming from their cursors; the summed CHURNED figures."""
+        self._send("churn " + json.dumps({"share": share, "seed": seed}))
+        answers = self._collect("CHURNED", timeout)
+        summed = {key: sum(a[key] for a in answers) for key in ("aborted", "reconnected", "failed")}
+        return {**summed, "s": max(a["s"] for a in answers)}
 
     def stop(self) -> None:
         for process in self.processes:
@@ -782,8 +800,11 @@ def measure(
     label: str,
     per_change: bool = False,
     drain_timeout: float = 15,
+    loss_seq_lo: int | None = None,
 ) -> dict:
-    """Write at `rate` for warmup + seconds; figures of the last `seconds`."""
+    """Write at `rate` for warmup + seconds; figures of the last `seconds`. The loss check
+    covers the same changes, or with `loss_seq_lo=0` everything since each client
+    subscribed (the warm-up and whatever else was published meanwhile)."""
     meter = CpuMeter(
         {
             "web": [stack.pid("web")],
@@ -822,7 +843,7 @@ def measure(
         "label": label,
         "from_ns": from_ns,
         "to_ns": to_ns,
-        "seq_lo": seq_lo,
+        "seq_lo": seq_lo if loss_seq_lo is None else loss_seq_lo,
         "seq_hi": seq_hi,
         "per_change": per_change,
     }

@@ -20,9 +20,12 @@ Two ways to run:
 - `--control`: print `READY {...}` once every client subscribed, then obey one command
   per line on stdin, each answered by one line on stdout:
   `drain <timeout_s>` (wait until every client's cursor reached its context's published
-  head) -> `DRAINED {...}`; `report {"label", "from_ns", "to_ns", "seq_lo", "seq_hi",
-  "per_change"}` -> `REPORT {...}` (and forget what it covered); `stop` or end of input
-  -> close every connection, `DONE {...}`, exit.
+  head; `drain <timeout_s> <seq>`: each context's last change at or below seq, so the
+  writer may go on) -> `DRAINED {...}`; `report {"label", "from_ns", "to_ns", "seq_lo",
+  "seq_hi", "per_change"}` -> `REPORT {...}` (and forget what it covered);
+  `churn {"share", "seed"}` (abort that share of the open clients without a close frame,
+  then reconnect them, each resuming every context from its cursor) -> `CHURNED {...}`;
+  `stop` or end of input -> close every connection, `DONE {...}`, exit.
 - `--duration S`: run S seconds after READY, drain, then write one report covering the
   whole run to `--out` (or stdout) and exit.
 
@@ -46,7 +49,10 @@ import contextlib
 import gc
 import json
 import os
+import random
 import resource
+import socket
+import struct
 import sys
 import time
 from array import array
@@ -80,6 +86,15 @@ SELECT r.context, r.seq, d.entity, d.record_id
 HEADS_SQL = (
     "SELECT context, last_seq FROM context_heads WHERE audience = 'public' AND context = ANY(%s)"
 )
+# Each context's last public change at or below a seq: where a drain to that seq ends.
+HEADS_AT_SQL = """
+SELECT context, max(seq) FROM change_routes
+ WHERE context = ANY(%s) AND seq <= %s AND (audiences & 1) <> 0
+ GROUP BY context
+"""
+# SO_LINGER on, 0 s: close() sends a TCP reset at once, no close frame and no FIN, as a
+# client that vanishes (a dropped network, a killed tab) looks to the server at best.
+LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def nofile_raise() -> int:
@@ -158,6 +173,8 @@ class Client:
         self.closed: int | None = None  # close code, once closed by the server
 
     async def open(self, url: str, *, compression: str | None, attempts: int = 3) -> bool:
+        """Connect and subscribe; a client that had streams resumes each from its cursor
+        (`since`), keeping what it received for the loss check."""
         for attempt in range(attempts):
             try:
                 self.ws = await connect(
@@ -172,15 +189,19 @@ class Client:
                 hello = orjson.loads(await asyncio.wait_for(self.ws.recv(decode=False), 60))
                 if hello.get("type") != "hello":
                     raise RuntimeError(f"expected hello, got {hello.get('type')}")
-                await self.ws.send(
-                    json.dumps({"type": "subscribe", "contexts": self.contexts, "ref": 1})
-                )
+                subscribe: dict = {"type": "subscribe", "contexts": self.contexts, "ref": 1}
+                if self.streams:
+                    subscribe["contexts"] = list(self.streams)
+                    subscribe["since"] = {ctx: s.cursor for ctx, s in self.streams.items()}
+                await self.ws.send(json.dumps(subscribe))
                 while True:
                     reply = orjson.loads(await asyncio.wait_for(self.ws.recv(decode=False), 60))
                     if reply.get("type") == "subscribed" and reply.get("ref") == 1:
                         break
                 self.rejected = len(reply.get("rejected") or [])
-                self.streams = {ctx: Stream(reply["seq"]) for ctx in reply["contexts"]}
+                if not self.streams:
+                    self.streams = {ctx: Stream(reply["seq"]) for ctx in reply["contexts"]}
+                self.closed = None
                 return True
             except Exception:
                 if self.ws is not None:
@@ -188,6 +209,20 @@ class Client:
                     self.ws = None
                 await asyncio.sleep(0.5 * (attempt + 1))
         return False
+
+    async def abort(self) -> None:
+        """Stop reading and drop the connection with a TCP reset, no close frame."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            sock = ws.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            ws.transport.abort()
 
     async def read(self, recorder: Recorder) -> None:
         ws, streams = self.ws, self.streams
@@ -287,17 +322,49 @@ class LoadGen:
     def contexts(self) -> list[str]:
         return sorted({ctx for c in self.live for ctx in c.streams})
 
-    async def drain(self, timeout: float) -> dict:
-        """Wait until every open client's cursor reached its context's published head."""
+    async def churn(self, share: float, seed: int) -> dict:
+        """Abort `share` of the open clients at once, then reconnect them all, each
+        resuming from its cursors."""
+        started = time.monotonic()
+        open_clients = [c for c in self.clients if c.ws is not None and c.closed is None]
+        chosen = random.Random(seed).sample(open_clients, round(len(open_clients) * share))
+        for client in chosen:
+            await client.abort()
+        gate = asyncio.Semaphore(self.args.connect_concurrency)
+
+        async def again(client: Client) -> bool:
+            async with gate:
+                ok = await client.open(self.args.url, compression=self.args.compression)
+            if ok:
+                client.task = asyncio.create_task(client.read(self.recorder))
+            return ok
+
+        results = await asyncio.gather(*(again(c) for c in chosen))
+        return {
+            "aborted": len(chosen),
+            "reconnected": sum(results),
+            "failed": len(results) - sum(results),
+            "s": round(time.monotonic() - started, 3),
+            "pid": os.getpid(),
+        }
+
+    async def drain(self, timeout: float, seq: int | None = None) -> dict:
+        """Wait until every open client's cursor reached its context's published head, or
+        with `seq` its context's last change at or below seq."""
         started = time.monotonic()
         contexts = self.contexts()
         behind = 0
         async with await psycopg.AsyncConnection.connect(
             self.args.database_url, autocommit=True
         ) as conn:
+            fixed = None
+            if seq is not None:
+                fixed = dict(await (await conn.execute(HEADS_AT_SQL, [contexts, seq])).fetchall())
             while True:
-                rows = await (await conn.execute(HEADS_SQL, [contexts])).fetchall()
-                heads = dict(rows)
+                if fixed is None:
+                    heads = dict(await (await conn.execute(HEADS_SQL, [contexts])).fetchall())
+                else:
+                    heads = fixed
                 behind = sum(
                     1
                     for c in self.live
@@ -522,7 +589,11 @@ async def controlled(gen: LoadGen) -> None:
         if command in ("", "stop"):
             return
         if command == "drain":
-            emit("DRAINED", await gen.drain(float(rest or 10)))
+            timeout, _, seq = rest.partition(" ")
+            emit("DRAINED", await gen.drain(float(timeout or 10), int(seq) if seq else None))
+        elif command == "churn":
+            body = json.loads(rest)
+            emit("CHURNED", await gen.churn(float(body["share"]), int(body.get("seed", 0))))
         elif command == "report":
             emit("REPORT", await gen.report(json.loads(rest)))
         else:

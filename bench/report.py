@@ -19,6 +19,8 @@ SCENARIOS = (
     "catchup",
     "memory",
     "bandwidth",
+    "soak_loss",
+    "soak_churn",
 )
 
 

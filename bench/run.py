@@ -17,7 +17,8 @@ from bench.common import REPO
 # (scenario, seconds it may take in full mode, in quick mode). The full run took 16 minutes
 # on two cores with the one-time build of catchup's 10,000,000-change log (3 of them) and
 # before memory and baselines had the budgets below: 15 to 18 minutes, over the 15 the
-# issue asks for.
+# issue asks for. The two soaks add about 30 (estimated from small runs: 8 for the loss
+# soak, 22 for the churn soak) and about one in --quick.
 SCENARIOS = (
     ("trigger_cost", 240, 60),
     ("catchup", 240, 60),
@@ -27,6 +28,10 @@ SCENARIOS = (
     ("latency", 600, 100),
     ("transports", 300, 60),
     ("bandwidth", 150, 60),
+    # The soaks: 10 runs of the latency target's step on the `make run` process set (about
+    # 8 min with the new database), then 20 minutes of churn (about 22 min in all).
+    ("soak_loss", 900, 90),
+    ("soak_churn", 1800, 90),
 )
 
 

@@ -1,4 +1,5 @@
-"""`bench/` runs: a tiny fan-out scenario on the real stack, then the report.
+"""`bench/` runs: a tiny fan-out scenario and a tiny loss soak on the real stack, then the
+report.
 
 Not a timing test: it checks that the benchmark machinery (bench database, the web server and
 the publisher as processes, load generator processes, the loss check, the report) works,
@@ -62,3 +63,30 @@ def test_fanout_scenario_runs_and_reports(bench_database, tmp_path):
     text = out.read_text()
     assert "## Fan-out" in text
     assert "uvicorn" in text
+
+
+def test_loss_soak_runs_and_reports(bench_database, tmp_path):
+    """One run of the loss soak on a database it creates: the Procfile's web, publisher,
+    worker and beat, 20 clients, a few seconds of writes, the loss check, the report."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": _server_url(),
+        "BENCH_RESULTS": str(tmp_path),
+    }
+    scenario = [sys.executable, "-m", "bench.soak_loss", "--database", bench_database]
+    scenario += ["--runs", "1", "--clients", "20", "--rate", "20", "--warmup", "1"]
+    scenario += ["--seconds", "2", "--companies", "300", "--loadgen-timeout", "120"]
+    subprocess.run(scenario, cwd=REPO, env=env, check=True, timeout=120)
+
+    data = json.loads((tmp_path / "soak_loss.json").read_text())
+    [run] = data["runs"]
+    assert "error" not in run
+    assert run["fresh_database"] and run["connected"] == 20 and run["open_at_end"] == 20
+    assert run["celery_ready_s"] is not None  # the worker of the Procfile ran
+    assert run["lost"] == run["missing"] == run["duplicated"] == 0
+    assert run["items_received"] > 0
+
+    out = tmp_path / "benchmarks.md"
+    report = [sys.executable, "-m", "bench.report", "--out", str(out)]
+    subprocess.run(report, cwd=REPO, env=env, check=True, timeout=60)
+    assert "## Loss soak" in out.read_text()
