@@ -109,7 +109,6 @@ def churn_plot() -> None:
     series = (
         ("sockets", "open sockets", "o"),
         ("sessions", "sessions (/metrics)", "x"),
-        ("process_sessions", "carbon_realtime_process_sessions", "+"),
         ("hub_members", "hub members", "^"),
         ("rows", "active_connections rows", "s"),
     )

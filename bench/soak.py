@@ -188,7 +188,6 @@ METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 # the server has them, its sessions and the hub's members.
 SESSION_METRICS = (
     "carbon_realtime_process_connections",
-    "carbon_realtime_process_sessions",
     "carbon_realtime_hub_members",
 )
 

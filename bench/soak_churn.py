@@ -11,9 +11,9 @@ Each reconnects at once and resubscribes from its cursors (`since`).
 Once a minute (three quarters into it, when the reconnections are long done) the web
 process is measured: its RSS (/proc/<pid>/status), its open sockets (ESTABLISHED on its
 port), its sessions as it counts them on `/metrics` (`carbon_realtime_process_connections`,
-and `carbon_realtime_process_sessions` / `carbon_realtime_hub_members` where the server
-has them) and its `active_connections` rows. Then every client must have every change of
-its contexts up to the head read at that moment, and the load generators check what they
+and its hub's subscriptions, `carbon_realtime_hub_members`) and its `active_connections`
+rows. Then every client must have every change of its contexts up to the head read at
+that moment, and the load generators check what they
 received against the change log since the last minute (lost, missing, duplicated as in
 bench/soak_loss.py). RSS growth is the least-squares slope of the minutes after the
 warm-up, per hour.
@@ -78,7 +78,6 @@ def sample(stack: ProcfileStack, database_url: str) -> dict:
     except (OSError, ValueError) as exc:
         metrics, out["metrics_error"] = {}, repr(exc)
     out["sessions"] = metrics.get("carbon_realtime_process_connections", {}).get("total")
-    out["process_sessions"] = metrics.get("carbon_realtime_process_sessions", {}).get("total")
     out["hub_members"] = metrics.get("carbon_realtime_hub_members", {}).get("total")
     out["rows"], out["rows_all"] = connection_rows(database_url, stack.server_name())
     # The socket count once more: a connection that came or went meanwhile shows.
@@ -91,8 +90,6 @@ def sample(stack: ProcfileStack, database_url: str) -> dict:
 def consistent(point: dict) -> bool:
     """Sessions (each count the server has) = open sockets = its rows."""
     counts = [point["sockets"], point["sockets_after"], point["sessions"], point["rows"]]
-    if point.get("process_sessions") is not None:
-        counts.append(point["process_sessions"])
     return None not in counts and len(set(counts)) == 1
 
 
@@ -202,7 +199,7 @@ def point_line(p: dict) -> str:
     return (
         f"minute {p['minute']:3} t={p['t_s']:7.1f} s rss={p['rss_kb'] / 1024:.1f} MB"
         f" sockets={p['sockets']}/{p['sockets_after']} sessions={p['sessions']}"
-        f" process_sessions={p['process_sessions']} hub_members={p['hub_members']}"
+        f" hub_members={p['hub_members']}"
         f" rows={p['rows']} (all {p['rows_all']}) churn {c['aborted']} aborted,"
         f" {c['reconnected']} back, {c['failed']} failed in {c['s']} s;"
         f" items {p['items_received']}/{p['items_expected']} lost={p['lost']}"
@@ -302,15 +299,15 @@ def report_section(data: dict) -> list[str]:
         ),
         "",
         "Per period: *sockets* before / after the other counts were read, *sessions* the"
-        " process's own count (`carbon_realtime_process_connections`; *process sessions* and"
-        " *hub members* the gauges of the same names, '-' where the server has none), *rows*"
+        " process's own count (`carbon_realtime_process_connections`), *hub members* its hub's"
+        " subscriptions (`carbon_realtime_hub_members`), *rows*"
         " its `active_connections` rows (all processes' in brackets), *churn* the clients"
         " aborted / reconnected / failed and how long the reconnections took, then the loss"
         " check of the changes since the previous period.",
         "",
-        "| period | s | web RSS MB | sockets | sessions | process sessions | hub members |"
+        "| period | s | web RSS MB | sockets | sessions | hub members |"
         " rows | churn | reconnect s | items | lost | missing | dup | behind |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         " ---: | ---: | ---: |",
     ]
     for p in data["points"]:
@@ -318,7 +315,7 @@ def report_section(data: dict) -> list[str]:
         lines.append(
             f"| {p['minute']} | {p['t_s']:.0f} | {p['rss_kb'] / 1024:.1f} |"
             f" {p['sockets']} / {p['sockets_after']} | {_n(p['sessions'])} |"
-            f" {_n(p['process_sessions'])} | {_n(p['hub_members'])} |"
+            f" {_n(p['hub_members'])} |"
             f" {p['rows']} ({p['rows_all']}) |"
             + (
                 f" {churn['aborted']} / {churn['reconnected']} / {churn['failed']} |"
