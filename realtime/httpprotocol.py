@@ -4,6 +4,8 @@ and end one that lets REALTIME_MAX_PENDING_BYTES pile up."""
 
 from __future__ import annotations
 
+import weakref
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from realtime.sockets import EXTENSION, socket_options_set, transport_reset
@@ -16,7 +18,16 @@ class LiveHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {EXTENSION: self}
+        # A weak proxy: the scope naming this protocol would be a reference cycle, freed
+        # only by a full collection (rare in a server process: realtime/server.py).
+        self.scope["extensions"] = {EXTENSION: weakref.proxy(self)}
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The WebSocket protocol has the connection now. The parser calls back into this
+        # object (a reference cycle uvicorn breaks only in connection_lost, which an
+        # upgraded connection never reaches here): let go, so it is freed at once.
+        self.parser = None
 
     def would_block(self) -> bool:
         return self.flow.write_paused

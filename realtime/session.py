@@ -279,7 +279,7 @@ class LiveSession:
         try:
             await self.outbox.put(text)
         except Exception as exc:
-            logger.info("session %s: a send failed (%r); ending it", self.id, exc)
+            logger.debug("session %s: a send failed (%r); ending it", self.id, exc)
             await self.end("send_failed")
 
     async def end(self, reason: str) -> None:
@@ -327,6 +327,13 @@ class LiveSession:
         if self.tracked:
             self.tracked = False
             hub.release_row(self.id)
+        # The transport and the session refer to each other: let go of the transport, so
+        # both are freed when the connection is, not at the next full garbage collection
+        # (which the tuned collector of a server process makes rare: realtime/server.py).
+        self.connection = None
+        self.on_end = None
+        self.on_transport_refused = None
+        self.outbox = _CLOSED_OUTBOX
 
     # -- client requests ------------------------------------------------------------------
 
@@ -589,6 +596,15 @@ class LiveSession:
             if not self.paused:
                 await self._send_frame(context, frame)
         self.switching.pop(context, None)
+
+
+async def _nowhere(*args) -> None:
+    """The way out of a closed session (and its end): nothing."""
+
+
+# What a closed session holds instead of its outbox: its own outbox refers back to it
+# (`on_end`), a cycle that only a full garbage collection would free.
+_CLOSED_OUTBOX = Outbox(_nowhere, connection=None, limit=0, on_end=_nowhere)
 
 
 def _after(text: str, cursor: int, context: str) -> str:

@@ -19,6 +19,8 @@ REALTIME_MAX_PENDING_BYTES pile up is closed with 4413 `slow_client`.
 
 from __future__ import annotations
 
+import weakref
+
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from realtime.protocol import CLOSE_SLOW_CLIENT, SLOW_CLIENT
@@ -40,7 +42,9 @@ class GracefulCloseWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event) -> None:
         super().handle_connect(event)
-        self.scope["extensions"][EXTENSION] = self
+        # A weak proxy: the scope naming this protocol would be a reference cycle, freed
+        # only by a full collection (rare in a server process: realtime/server.py).
+        self.scope["extensions"][EXTENSION] = weakref.proxy(self)
 
     def would_block(self) -> bool:
         return not self.writable.is_set()
