@@ -8,7 +8,12 @@ import weakref
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from realtime.sockets import EXTENSION, socket_options_set, transport_reset
+from realtime.sockets import (
+    EXTENSION,
+    connection_lost_count,
+    socket_options_set,
+    transport_reset,
+)
 
 
 class LiveHttpToolsProtocol(HttpToolsProtocol):
@@ -28,6 +33,10 @@ class LiveHttpToolsProtocol(HttpToolsProtocol):
         # object (a reference cycle uvicorn breaks only in connection_lost, which an
         # upgraded connection never reaches here): let go, so it is freed at once.
         self.parser = None
+
+    def connection_lost(self, exc) -> None:
+        connection_lost_count(exc)
+        super().connection_lost(exc)
 
     def would_block(self) -> bool:
         return self.flow.write_paused

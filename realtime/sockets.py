@@ -18,11 +18,14 @@ are awaited as ASGI makes them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import struct
 from typing import Protocol
 
 from django.conf import settings
+
+from realtime.metrics import session_ended_count
 
 EXTENSION = "carbon.connection"
 
@@ -82,3 +85,11 @@ def transport_reset(transport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+def connection_lost_count(exc: BaseException | None) -> None:
+    """Count a connection the kernel ended because the peer stopped acknowledging for
+    REALTIME_UNACKED_TIMEOUT_S (a vanished peer, or a reader whose receive window stayed
+    shut that long): `carbon_realtime_sessions_ended_total{reason="unacknowledged"}`."""
+    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
+        session_ended_count("unacknowledged")

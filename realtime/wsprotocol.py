@@ -24,7 +24,12 @@ import weakref
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from realtime.protocol import CLOSE_SLOW_CLIENT, SLOW_CLIENT
-from realtime.sockets import EXTENSION, socket_options_set, transport_reset
+from realtime.sockets import (
+    EXTENSION,
+    connection_lost_count,
+    socket_options_set,
+    transport_reset,
+)
 
 # Long enough for a client on a slow link to read the close frame; short enough that a
 # hostile client cannot hold sockets open with it.
@@ -45,6 +50,10 @@ class GracefulCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         # A weak proxy: the scope naming this protocol would be a reference cycle, freed
         # only by a full collection (rare in a server process: realtime/server.py).
         self.scope["extensions"][EXTENSION] = weakref.proxy(self)
+
+    def connection_lost(self, exc) -> None:
+        connection_lost_count(exc)
+        super().connection_lost(exc)
 
     def would_block(self) -> bool:
         return not self.writable.is_set()
