@@ -527,6 +527,11 @@ class Fleet:
         self._send("report " + json.dumps(window))
         return self._collect("REPORT", timeout)
 
+    def state(self, timeout: float = 30) -> list[dict]:
+        """Every load generator's answer to `state`."""
+        self._send("state")
+        return self._collect("STATE", timeout)
+
     def stop(self) -> None:
         for process in self.processes:
             with contextlib.suppress(Exception):

@@ -17,7 +17,8 @@ from bench.common import REPO
 # (scenario, seconds it may take in full mode, in quick mode). The full run took 16 minutes
 # on two cores with the one-time build of catchup's 10,000,000-change log (3 of them) and
 # before memory and baselines had the budgets below: 15 to 18 minutes, over the 15 the
-# issue asks for.
+# issue asks for. slow_readers adds about 4 more (estimated from small runs: six phases of
+# 32 s, the slow readers' connects and the start-up; quick: two of 12 s).
 SCENARIOS = (
     ("trigger_cost", 240, 60),
     ("catchup", 240, 60),
@@ -25,6 +26,7 @@ SCENARIOS = (
     ("baselines", 150, 40),
     ("fanout", 330, 60),
     ("latency", 600, 100),
+    ("slow_readers", 420, 90),
     ("transports", 300, 60),
     ("bandwidth", 150, 60),
 )
