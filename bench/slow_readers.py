@@ -14,14 +14,16 @@ its 60/30/10 mix, connected once and measured in two kinds of phase, alternating
   harness's loss check (bench/loadgen.py), as one cell of the latency scenario;
 - (b) the same, with M slow readers connected first (bench/loadgen.py `--slow`: a socket
   with the smallest receive buffer and a client library that stops reading once one
-  frame waits), each subscribed to the busiest contexts, the overview and the ten
-  industries the normal clients follow. Once REALTIME_MAX_PENDING_BYTES wait for one, the
-  server closes it with 4413 `slow_client`. A slow reader cut off comes back after a
-  second or so, as the browser client does, and stalls again (`--once`: it stays away):
-  at 200 changes/s one is cut off within seconds, and without coming back the process
-  would hold stalled clients for a fraction of the window only. At the end of the phase
-  their load generator drops them, and the next phase starts once the server holds only
-  the normal clients again.
+  frame waits), each subscribed to the busiest contexts: the overview (most of the
+  bytes) and one of the ten industries the normal clients follow, in turn
+  (`--slow-industries`: more of them; each adds deliveries the hub makes for the slow
+  readers while they still take bytes, which is load of its own rather than slowness).
+  Once REALTIME_MAX_PENDING_BYTES wait for one, the server closes it with 4413
+  `slow_client`. A slow reader cut off comes back after a second or so, as the browser
+  client does, and stalls again (`--once`: it stays away): at 200 changes/s one is cut
+  off within seconds, and without coming back the process would hold stalled clients for
+  a fraction of the window only. At the end of the phase their load generator drops
+  them, and the next phase starts once the server holds only the normal clients again.
 
 A slow reader can also be dropped without 4413: the kernel ends a connection whose
 receive window stayed closed for REALTIME_UNACKED_TIMEOUT_S (TCP_USER_TIMEOUT, 15 s),
@@ -178,6 +180,16 @@ def settle(stack: Stack, connections: int, timeout: float = SETTLE_S) -> float |
     return None
 
 
+def slow_plan(industries: list[str], readers: int, per_reader: int) -> list[list[str]]:
+    """Each slow reader's contexts: the overview and `per_reader` of the followed
+    industries, taken in turn so every industry gets its share."""
+    return [
+        ["overview"]
+        + [f"industry:{industries[(i + k) % len(industries)]}" for k in range(per_reader)]
+        for i in range(readers)
+    ]
+
+
 def phase(
     stack: Stack,
     fleet: Fleet,
@@ -197,16 +209,14 @@ def phase(
     if kind == SLOW:
         slow_fleet = SlowFleet(stack.ws_url, stack.database_url, workdir, args.loadgen_timeout)
         slow_fleet.returning = not args.once
-        contexts = ["overview", *(f"industry:{slug}" for slug in workload.industries)]
+        plan = slow_plan(workload.industries, args.slow, args.slow_industries)
         try:
             # They read nothing: one process holds a thousand of them easily.
-            ready = slow_fleet.add(
-                [contexts] * args.slow, loadgens_more(args.slow), 60 + args.slow / 15
-            )
+            ready = slow_fleet.add(plan, loadgens_more(args.slow), 60 + args.slow / 15)
         except Exception:
             slow_fleet.stop()
             raise
-        slow = {"clients": args.slow, "contexts": len(contexts), **ready}
+        slow = {"clients": args.slow, "contexts": len(plan[0]), **ready}
     subscribed_at = time.monotonic()
     try:
         with Sampler(stack) as sampler:
@@ -384,8 +394,13 @@ def report_section(data: dict) -> list[str]:
         f" section, {data['clients']:,} normal clients in its 60/30/10 mix at"
         f" {data['rate']} changes/s, measured alone (a) and with {data['slow']:,} slow readers"
         f" on the same process (b), alternating, {data['rounds']} of each. A slow reader"
-        " subscribes to the overview and the ten industries the normal clients follow, then"
-        " reads nothing: its socket's receive buffer is the kernel's smallest and its client"
+        " subscribes to the overview and"
+        + (
+            " one of the ten industries the normal clients follow (in turn), then"
+            if data.get("slow_industries", 1) == 1
+            else f" {data['slow_industries']} of the ten industries the normal clients follow, then"
+        )
+        + " reads nothing: its socket's receive buffer is the kernel's smallest and its client"
         " library stops reading once one frame waits. The server cuts one off (close 4413"
         " `slow_client`) once REALTIME_MAX_PENDING_BYTES"
         f" ({data['settings']['max_pending_bytes']:,} bytes) wait for it beyond the kernel's"
@@ -530,6 +545,12 @@ def main() -> None:
         "--pending-bytes", type=int, help="REALTIME_MAX_PENDING_BYTES for the web server"
     )
     parser.add_argument("--once", action="store_true", help="slow readers cut off stay away")
+    parser.add_argument(
+        "--slow-industries",
+        type=int,
+        default=1,
+        help="followed industries each slow reader adds to the overview (default 1, at most 10)",
+    )
     parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--loadgen-timeout", type=float, default=1800)
@@ -564,6 +585,7 @@ def main() -> None:
         "rate": args.rate,
         "rounds": args.rounds,
         "once": args.once,
+        "slow_industries": args.slow_industries,
         "warmup_s": args.warmup,
         "seconds_s": args.seconds,
         "settings": web_settings(database_url, args.web_env),
