@@ -518,7 +518,7 @@ def notes(data: dict) -> list[str]:
     unanswered = sum(c["metrics_unanswered"] for c in data["phases"])
     if unanswered:
         out.append(f"- /metrics did not answer within 2 s {unanswered} times.")
-    unsettled = [c["round"] for c in data["phases"] if c["kind"] == SLOW and not c["settle_s"]]
+    unsettled = [c["round"] for c in data["phases"] if c["kind"] == SLOW and c["settle_s"] is None]
     if unsettled:
         out.append(
             f"- Round {', '.join(map(str, unsettled))}: the server still held slow readers"
