@@ -545,6 +545,11 @@ class Fleet:
         summed = {key: sum(a[key] for a in answers) for key in ("aborted", "reconnected", "failed")}
         return {**summed, "s": max(a["s"] for a in answers)}
 
+    def state(self, timeout: float = 30) -> list[dict]:
+        """Every load generator's answer to `state`."""
+        self._send("state")
+        return self._collect("STATE", timeout)
+
     def stop(self) -> None:
         for process in self.processes:
             with contextlib.suppress(Exception):

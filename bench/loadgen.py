@@ -31,6 +31,17 @@ Two ways to run:
 
 Either way `--timeout` bounds the whole process.
 
+`--slow` makes every client of the process one that stops reading once subscribed (the
+slow readers of bench/slow_readers.py): its socket has the smallest receive buffer the
+kernel allows and the client library stops reading it as soon as one frame waits
+(`max_queue=1`), so what the server sends piles up on the server's side. Once a second
+each checks whether the server cut it off (its socket is no longer established; a ping
+draws the reset from a server that no longer has the connection) and, with
+`--slow-return`, comes back like the browser client after a jittered delay (as a new
+subscriber, without cursors) and stops reading again. `state` -> `STATE {"clients",
+"open", "cut", "clients_cut", "returned", "cut_after_s"}` (how long each client cut off
+had been subscribed when it found out); `drain` and `report` are for clients that read.
+
 A report says, for the window: a latency histogram (100 us buckets) of the stamped items
 whose commit time lies in [from_ns, to_ns], frames and items received per 100 ms, and
 the loss check: the change log's `change_routes` of each client's contexts with seq in
@@ -59,6 +70,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import psycopg
@@ -70,6 +82,15 @@ RATE_BUCKET_NS = 100_000_000  # frames and items are counted per 100 ms
 STAMP = "bench:"
 KINDS = ("company", "industry", "overview", "other")
 LAG_TICK_S = 0.005
+# A slow reader's receive buffer: the kernel raises it to its minimum (a few KB), so the
+# server's bytes stop flowing almost at once when the client does not read.
+SLOW_RCVBUF = 4096
+# How often a slow reader checks whether it was cut off, and the range of its delay
+# before coming back (the browser client's first backoff is a draw up to 0.5 s, after
+# the server's 1 s close grace).
+SLOW_CHECK_S = 1.0
+SLOW_RETURN_S = (0.5, 1.5)
+TCP_ESTABLISHED = 1  # tcpi_state of struct tcp_info (linux/tcp_states.h)
 
 
 def kind_of(context: str) -> int:
@@ -172,11 +193,16 @@ class Client:
         self.duplicates = self.gaps = self.resets = self.errors = self.rejected = 0
         self.closed: int | None = None  # close code, once closed by the server
 
+    async def connect_options(self, url: str) -> dict:
+        """Options of `connect` beyond the common ones (SlowClient's socket)."""
+        return {}
+
     async def open(self, url: str, *, compression: str | None, attempts: int = 3) -> bool:
         """Connect and subscribe; a client that had streams resumes each from its cursor
         (`since`), keeping what it received for the loss check."""
         for attempt in range(attempts):
             try:
+                extra = await self.connect_options(url)
                 self.ws = await connect(
                     url,
                     max_size=None,
@@ -185,6 +211,7 @@ class Client:
                     ping_interval=None,
                     close_timeout=2,
                     user_agent_header="carbon-bench-loadgen",
+                    **extra,
                 )
                 hello = orjson.loads(await asyncio.wait_for(self.ws.recv(decode=False), 60))
                 if hello.get("type") != "hello":
@@ -286,10 +313,39 @@ class Client:
             self.closed = -1
 
 
+class SlowClient(Client):
+    """A client that stops reading once subscribed (`--slow`)."""
+
+    __slots__ = ("subscribed_at",)
+
+    async def open(self, url: str, *, compression: str | None, attempts: int = 3) -> bool:
+        ok = await super().open(url, compression=compression, attempts=attempts)
+        self.subscribed_at = time.monotonic()
+        return ok
+
+    async def connect_options(self, url: str) -> dict:
+        # max_queue=1: the library stops reading the socket as soon as one frame waits.
+        return {"sock": await _small_receive_socket(url), "max_queue": 1}
+
+    def established(self) -> bool:
+        """Whether the kernel still holds the connection as established (a client that
+        does not read learns of the server's reset only this way)."""
+        sock = self.ws.transport.get_extra_info("socket") if self.ws is not None else None
+        if sock is None:
+            return False
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_ESTABLISHED
+        except OSError:
+            return False
+
+
 class LoadGen:
+    client_class: type[Client] = Client
+    reads = True  # whether each client reads what it receives (False: slow readers)
+
     def __init__(self, args: argparse.Namespace, plan: list[list[str]]):
         self.args = args
-        self.clients = [Client(i, contexts) for i, contexts in enumerate(plan)]
+        self.clients = [self.client_class(i, contexts) for i, contexts in enumerate(plan)]
         self.recorder = Recorder()
         self.connect_s = 0.0
 
@@ -304,7 +360,7 @@ class LoadGen:
         async def one(client: Client) -> bool:
             async with gate:
                 ok = await client.open(self.args.url, compression=self.args.compression)
-            if ok:
+            if ok and self.reads:
                 client.task = asyncio.create_task(client.read(self.recorder))
             return ok
 
@@ -317,6 +373,13 @@ class LoadGen:
             "rejected_contexts": sum(c.rejected for c in self.clients),
             "connect_s": round(self.connect_s, 2),
             "pid": os.getpid(),
+        }
+
+    def state(self) -> dict:
+        """How many clients this process has, and how many are open."""
+        return {
+            "clients": len(self.clients),
+            "open": sum(1 for c in self.clients if c.ws is not None and c.closed is None),
         }
 
     def contexts(self) -> list[str]:
@@ -540,7 +603,7 @@ class LoadGen:
             if client.task is not None:
                 client.task.cancel()
         sockets = [c.ws for c in self.clients if c.ws is not None]
-        if sockets:
+        if sockets and self.reads:  # slow readers would not read the server's close
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True), 15
@@ -548,6 +611,73 @@ class LoadGen:
         for ws in sockets:
             with contextlib.suppress(Exception):
                 ws.transport.abort()
+
+
+class SlowLoadGen(LoadGen):
+    """`--slow`: clients that subscribe, then read nothing (and, with `--slow-return`,
+    come back when the server cuts them off)."""
+
+    client_class = SlowClient
+    reads = False
+
+    def __init__(self, args: argparse.Namespace, plan: list[list[str]]):
+        super().__init__(args, plan)
+        self.cut = self.returned = 0
+        self.cut_after_s: list[float] = []
+        self.cut_clients: set[int] = set()
+        self.watcher: asyncio.Task | None = None
+        self.returning: set[asyncio.Task] = set()
+        self.rng = random.Random(os.getpid())
+
+    async def open_all(self) -> dict:
+        ready = await super().open_all()
+        self.watcher = asyncio.create_task(self._watch())
+        return ready
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(SLOW_CHECK_S)
+            for client in self.clients:
+                ws = client.ws
+                if ws is None:
+                    continue
+                if client.established():
+                    # The server answers with a pong; a server that cut the client off has
+                    # no connection left and answers with the reset the client missed.
+                    with contextlib.suppress(Exception):
+                        await ws.ping()
+                    continue
+                self.cut += 1
+                self.cut_after_s.append(round(time.monotonic() - client.subscribed_at, 1))
+                self.cut_clients.add(client.index)
+                ws.transport.abort()
+                client.ws = None
+                if self.args.slow_return:
+                    task = asyncio.create_task(self._return(client))
+                    self.returning.add(task)
+                    task.add_done_callback(self.returning.discard)
+
+    async def _return(self, client: SlowClient) -> None:
+        await asyncio.sleep(self.rng.uniform(*SLOW_RETURN_S))
+        if await client.open(self.args.url, compression=self.args.compression):
+            self.returned += 1
+
+    def state(self) -> dict:
+        opened = [c for c in self.clients if c.ws is not None]
+        return {
+            "clients": len(self.clients),
+            "open": sum(1 for c in opened if c.established()),
+            "cut": self.cut,
+            "clients_cut": len(self.cut_clients),
+            "returned": self.returned,
+            "cut_after_s": self.cut_after_s,
+        }
+
+    async def close_all(self) -> None:
+        for task in (self.watcher, *self.returning):
+            if task is not None:
+                task.cancel()
+        await super().close_all()
 
 
 def _hist_json(hist: Counter[int]) -> dict[str, int]:
@@ -576,6 +706,21 @@ def _stream_loss(
     return len(expected), len(received), coalesced, lost, unexpected
 
 
+async def _small_receive_socket(url: str) -> socket.socket:
+    """A socket connected to `url`'s server with the smallest receive buffer (set before
+    connecting, so the window the client offers is small from the start)."""
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port or 80))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def emit(tag: str, body: dict) -> None:
     sys.stdout.write(f"{tag} {json.dumps(body, separators=(',', ':'))}\n")
     sys.stdout.flush()
@@ -596,6 +741,8 @@ async def controlled(gen: LoadGen) -> None:
             emit("CHURNED", await gen.churn(float(body["share"]), int(body.get("seed", 0))))
         elif command == "report":
             emit("REPORT", await gen.report(json.loads(rest)))
+        elif command == "state":
+            emit("STATE", gen.state())
         else:
             emit("ERROR", {"unknown": command})
 
@@ -674,6 +821,12 @@ def main() -> None:
         "--compression", default=None, choices=[None, "deflate"], help="offer permessage-deflate"
     )
     parser.add_argument("--out", help="without --control: write the report here")
+    parser.add_argument(
+        "--slow", action="store_true", help="clients stop reading once subscribed (--control)"
+    )
+    parser.add_argument(
+        "--slow-return", action="store_true", help="with --slow: come back when cut off"
+    )
     args = parser.parse_args()
     if not args.database_url:
         sys.exit("--database-url (or DATABASE_URL) is needed for the loss check")
@@ -691,7 +844,7 @@ def main() -> None:
 
     async def bounded() -> int:
         asyncio.get_running_loop().call_later(args.timeout, give_up)
-        return await run(args, plan)
+        return await run(args, plan, SlowLoadGen if args.slow else None)
 
     if uvloop is not None:
         sys.exit(uvloop.run(bounded()))

@@ -12,6 +12,7 @@ from bench.common import REPO, RESULTS
 # Each scenario module writes bench/results/<name>.json and renders its own section.
 SCENARIOS = (
     "latency",
+    "slow_readers",
     "transports",
     "fanout",
     "baselines",
