@@ -257,9 +257,9 @@ class LiveSession:
         if frame.prev_seq > cursor and not frame.reset:
             # Something between the cursor and this frame never reached us: read it.
             await self._catch_up(context, cursor, through=frame.prev_seq)
-            cursor = self.cursors[context]
-            if frame.seq_to <= cursor:
-                return
+            cursor = self.cursors.get(context)
+            if cursor is None or frame.seq_to <= cursor:
+                return  # ended or unsubscribed meanwhile, or the catch-up covered it
         if frame.seq_from <= cursor and not frame.reset:
             text = _after(frame.text, cursor, context)
         else:
