@@ -142,12 +142,13 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             raise
         except Exception as exc:
             session = getattr(self, "session", None)
-            if isinstance(exc, OSError):  # the client vanished under an accept or a close
+            gone = isinstance(exc, OSError)  # the client vanished under an accept or a close
+            if gone:
                 logger.info("WebSocket %s: the client is gone (%r)", message["type"], exc)
             else:
                 logger.exception("WebSocket %s failed; ending the session", message["type"])
             if session is not None:
-                await session.end("error")
+                await session.end("send_failed" if gone else "error")
             raise StopConsumer() from None
 
     async def connect(self) -> None:
