@@ -402,6 +402,12 @@ REALTIME_UNACKED_TIMEOUT_S = float(os.environ.get("REALTIME_UNACKED_TIMEOUT_S", 
 # the log, so a frame lost between Redis and the hub is repaired within two periods (1 s)
 # even when nothing else is published to its context.
 REALTIME_HEAD_CHECK_S = float(os.environ.get("REALTIME_HEAD_CHECK_S", "0.5"))
+# Each server process keeps the frames it passed on lately, per context it follows, so a
+# client back within that long resumes from memory instead of from the log (a database
+# read and a re-encoding of every item): REALTIME_RECENT_FRAMES_S seconds of them, at most
+# REALTIME_RECENT_FRAMES_BYTES per context. 0 turns it off.
+REALTIME_RECENT_FRAMES_S = float(os.environ.get("REALTIME_RECENT_FRAMES_S", "60"))
+REALTIME_RECENT_FRAMES_BYTES = int(os.environ.get("REALTIME_RECENT_FRAMES_BYTES", str(4 << 20)))
 # WebSocket-level pings: one every this many seconds, and a connection that does not answer
 # one within as long is closed. 20 s keeps idle connections open through proxies that cut
 # them at 60 s, and finds a dead peer within 40 s.

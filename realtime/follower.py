@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -67,6 +69,65 @@ def reset_frame(context: str, reason: str, epoch: str, seq: int) -> str:
     )
 
 
+class RecentFrames:
+    """The frames a follower passed on lately for one context, as one unbroken chain.
+
+    A client that comes back after a few seconds (a dropped network, a slow reader cut
+    off, a reconnect storm after a proxy restart) resumes from a cursor these frames
+    usually cover: it is answered from memory, with the very frames it would have had
+    live, instead of a read of the log and a re-encoding of every item on the process's
+    one database thread (whose work also holds up every other connection's deliveries).
+    Bounded by bytes and by age per context (REALTIME_RECENT_FRAMES_BYTES and
+    REALTIME_RECENT_FRAMES_S).
+    """
+
+    __slots__ = ("frames", "size")
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[float, OutFrame]] = deque()
+        self.size = 0
+
+    def add(self, frame: OutFrame, now: float) -> None:
+        if frame.reset or (
+            self.frames and not (frame.prev_seq <= self.frames[-1][1].seq_to < frame.seq_to)
+        ):
+            # A reset, a gap the log could not fill yet, or a log begun anew: what is
+            # kept no longer leads to what comes next.
+            self.clear()
+        if frame.reset or settings.REALTIME_RECENT_FRAMES_S <= 0:
+            return
+        self.frames.append((now, frame))
+        self.size += len(frame.text)
+        self.trim(now)
+
+    def trim(self, now: float) -> None:
+        limit = settings.REALTIME_RECENT_FRAMES_BYTES
+        oldest = now - settings.REALTIME_RECENT_FRAMES_S
+        while self.frames and (self.size > limit or self.frames[0][0] < oldest):
+            self.size -= len(self.frames.popleft()[1].text)
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.size = 0
+
+    def after(self, seq: int, *, most: int) -> list[OutFrame] | None:
+        """The frames that carry everything after `seq` up to the newest passed on, or
+        None when the kept chain does not reach back to `seq`, `seq` is beyond it (a
+        frame still on its way, or a cursor from another log), or it could hold more than
+        `most` changes: the log then decides, with a reset where it must."""
+        if not self.frames or not self.frames[0][1].prev_seq <= seq <= self.frames[-1][1].seq_to:
+            return None
+        out: list[OutFrame] = []
+        for _, frame in reversed(self.frames):
+            if frame.seq_to <= seq:
+                break
+            out.append(frame)
+        out.reverse()
+        if out and out[-1].seq_to - seq > most:
+            return None
+        return out
+
+
 class ContextFollower:
     """Turns group messages of followed contexts into gap-free, duplicate-free frames."""
 
@@ -74,14 +135,46 @@ class ContextFollower:
         self.audience = audience
         self.fetch = fetch
         self.last: dict[str, int] = {}
+        self.recent: dict[str, RecentFrames] = {}
         self.repairs = 0
+        self.recent_answers = 0
 
     def follow(self, context: str, seq: int) -> None:
         """Start passing on the context's changes after `seq`."""
         self.last[context] = seq
+        self.recent[context] = RecentFrames()
 
     def unfollow(self, context: str) -> None:
         self.last.pop(context, None)
+        self.recent.pop(context, None)
+
+    def recent_after(self, context: str, seq: int, *, most: int) -> list[OutFrame] | None:
+        """Everything of `context` after `seq` that this follower passed on, from memory
+        (see RecentFrames.after); an empty list when nothing came after `seq`."""
+        recent = self.recent.get(context)
+        if recent is None:
+            return None
+        frames = recent.after(seq, most=most)
+        if frames is not None:
+            self.recent_answers += 1
+        return frames
+
+    def recent_trim(self) -> None:
+        """Forget what is older than REALTIME_RECENT_FRAMES_S in contexts gone quiet."""
+        now = time.monotonic()
+        for recent in self.recent.values():
+            recent.trim(now)
+
+    def recent_bytes(self) -> int:
+        return sum(recent.size for recent in list(self.recent.values()))
+
+    def _passed_on(self, context: str, frames: list[OutFrame]) -> list[OutFrame]:
+        recent = self.recent.get(context)
+        if recent is not None:
+            now = time.monotonic()
+            for frame in frames:
+                recent.add(frame, now)
+        return frames
 
     async def accept(self, message: dict[str, Any]) -> list[OutFrame]:
         """The encoded frames to pass on for one group message, in order, each with the
@@ -117,6 +210,7 @@ class ContextFollower:
             text = batch_frame(context, last, message["seq_to"], rest)
             frames.append(OutFrame(last, last + 1, message["seq_to"], text))
         self.last[context] = message["seq_to"]
+        self._passed_on(context, frames[-1:])
         return frames
 
     async def repair(self, context: str, *, through: int) -> list[OutFrame]:
@@ -145,7 +239,7 @@ class ContextFollower:
                 )
             )
             self.last[context] = cursor
-        return frames
+        return self._passed_on(context, frames)
 
 
 def _decode(frame: str) -> dict[str, Any]:

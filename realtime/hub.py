@@ -258,6 +258,8 @@ class Hub:
         when nothing more is published to its context."""
         while True:
             await asyncio.sleep(settings.REALTIME_HEAD_CHECK_S)
+            for follower in self.followers.values():
+                follower.recent_trim()
             if not self.members:
                 continue
             try:

@@ -117,6 +117,19 @@ class RealtimeCollector(Collector):
         )
         repairs.add_metric([], sum(f.repairs for hub in hubs for f in hub.followers.values()))
         yield repairs
+        followers = [f for hub in hubs for f in list(hub.followers.values())]
+        from_memory = CounterMetricFamily(
+            "carbon_realtime_catchups_from_memory",
+            "Catch-ups answered from the hub's recent frames instead of the log",
+        )
+        from_memory.add_metric([], sum(f.recent_answers for f in followers))
+        yield from_memory
+        recent = GaugeMetricFamily(
+            "carbon_realtime_recent_frames_bytes",
+            "Bytes of recent frames this process keeps for catch-ups from memory",
+        )
+        recent.add_metric([], sum(f.recent_bytes() for f in followers))
+        yield recent
         yield _labelled_counter(
             "carbon_realtime_errors", "Error frames and refused requests, by code", "code", errors
         )

@@ -562,7 +562,15 @@ class LiveSession:
         self.cursors[context] = state.head_seq
 
     async def _catch_up(self, context: str, after: int, *, through: int | None) -> None:
-        """Send the context's logged changes after `after` (up to the head, or `through`)."""
+        """Send the context's logged changes after `after` (up to the head, or `through`):
+        from the hub's memory when its recent frames reach back that far (what is newer
+        than them is still on its way and arrives live), else from the log."""
+        recent = self.hub.follower(self.audience).recent_after(
+            context, after, most=settings.CATCHUP_MAX_CHANGES
+        )
+        if recent is not None:
+            await self._send_recent(context, after, recent)
+            return
         limit = settings.PUBLISHER_FRAME_MAX_ITEMS
         cursor = after
         while not self.closed:
@@ -588,6 +596,18 @@ class LiveSession:
                 self.cursors[context] = cursor
             if not page.has_more or (through is not None and cursor >= through):
                 return
+
+    async def _send_recent(self, context: str, after: int, frames: list[OutFrame]) -> None:
+        cursor = after
+        for frame in frames:
+            if self.closed or context not in self.cursors:
+                return
+            if frame.seq_to <= cursor:
+                continue
+            text = frame.text if frame.seq_from > cursor else _after(frame.text, cursor, context)
+            await self.send(text)
+            self.frames_sent += 1
+            cursor = self.cursors[context] = frame.seq_to
 
     async def _flush(self, context: str) -> None:
         """Send what arrived live during the catch-up, minus what it already covered."""

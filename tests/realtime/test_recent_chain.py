@@ -1,0 +1,59 @@
+"""The hub's recent frames of one context: one unbroken chain, bounded by bytes and age."""
+
+import pytest
+
+from realtime.follower import OutFrame, RecentFrames, batch_frame
+
+
+def frame(prev: int, to: int, *, reset: bool = False) -> OutFrame:
+    items = [
+        {"seq": seq, "entity": "company", "id": seq, "fields": {}}
+        for seq in range(prev + 1, to + 1)
+    ]
+    return OutFrame(prev, prev + 1, to, batch_frame("overview", prev, to, items), reset=reset)
+
+
+@pytest.fixture
+def chain(settings):
+    settings.REALTIME_RECENT_FRAMES_S = 60
+    settings.REALTIME_RECENT_FRAMES_BYTES = 1 << 20
+    return RecentFrames()
+
+
+def test_a_chain_answers_from_any_cursor_it_reaches(chain):
+    for prev, to in ((10, 12), (12, 15), (15, 16)):
+        chain.add(frame(prev, to), now=0)
+    assert chain.after(9, most=100) is None  # older than the chain
+    assert [f.seq_to for f in chain.after(10, most=100)] == [12, 15, 16]
+    assert [f.seq_to for f in chain.after(13, most=100)] == [15, 16]
+    assert chain.after(16, most=100) == []
+    assert chain.after(10, most=5) is None  # possibly more than `most` changes
+
+
+@pytest.mark.parametrize(
+    "breaking",
+    [frame(20, 21), frame(15, 16, reset=True), frame(2, 3)],
+    ids=["gap", "reset", "log begun anew"],
+)
+def test_anything_that_breaks_the_chain_starts_it_again(chain, breaking):
+    chain.add(frame(10, 12), now=0)
+    chain.add(frame(12, 15), now=0)
+    chain.add(breaking, now=0)
+    kept = [] if breaking.reset else [breaking]
+    assert [f for _, f in chain.frames] == kept
+    assert chain.size == sum(len(f.text) for f in kept)
+    assert chain.after(10, most=100) is None
+
+
+def test_a_chain_is_bounded_by_bytes_and_age(chain, settings):
+    first, second, third = frame(1, 2), frame(2, 3), frame(3, 4)
+    settings.REALTIME_RECENT_FRAMES_BYTES = len(second.text) + len(third.text)
+    for f in (first, second, third):
+        chain.add(f, now=0)
+    assert [f for _, f in chain.frames] == [second, third]
+    settings.REALTIME_RECENT_FRAMES_S = 10
+    chain.add(frame(4, 5), now=30)
+    chain.trim(now=30)
+    assert [f.seq_to for _, f in chain.frames] == [5]
+    chain.trim(now=41)
+    assert not chain.frames and chain.size == 0
