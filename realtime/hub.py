@@ -216,6 +216,10 @@ class Hub:
                     # A heartbeat that fails ends its session; it is not tried again.
                     logger.exception("a heartbeat failed; ending the session")
                     await consumer.session.end("error")
+            # The loop variable would hold the last connection beaten (its consumer,
+            # session and server protocol) until the next beat, long after it closed on
+            # a process that has gone idle.
+            del consumer
 
     async def _touch_loop(self) -> None:
         """Refresh last_seen of this process's connections in one statement per period."""

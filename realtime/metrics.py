@@ -5,6 +5,7 @@ refused for maintenance by transport), which the monitor reads too."""
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -22,6 +23,13 @@ rate_limited: Counter[str] = Counter()
 maintenance_refusals: Counter[str] = Counter()
 # Sessions the server ended, by why: send_failed, slow_client, error, heartbeat_timeout.
 sessions_ended: Counter[str] = Counter()
+
+# The `websockets` state machine of every WebSocket connection this process accepted
+# (realtime/wsprotocol.py), held weakly: what is here is open, or ended and not freed yet.
+# An ended connection is freed at once by reference counting; a count that keeps rising
+# above the open connections is what an ended connection left behind (a reference cycle
+# waits for a full garbage collection, which the tuned collector makes rare).
+websocket_states: weakref.WeakSet = weakref.WeakSet()
 
 # Which limit refused: the label values of carbon_realtime_rate_limited_total.
 LIMIT_WS_MESSAGES = "websocket_messages"
@@ -87,6 +95,13 @@ class RealtimeCollector(Collector):
         )
         contexts.add_metric([], sum(len(hub.members) for hub in hubs))
         yield contexts
+        states = GaugeMetricFamily(
+            "carbon_realtime_websocket_objects",
+            "WebSocket connection objects alive in this server process: its open"
+            " connections and any ended one not freed yet",
+        )
+        states.add_metric([], len(websocket_states))
+        yield states
 
         total = GaugeMetricFamily(
             "carbon_realtime_connections",
