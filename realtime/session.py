@@ -62,7 +62,7 @@ def subscribe_hook(hook: SubscribeHook) -> SubscribeHook:
 
 
 # Run once when a session ends, however it ends: apps register what they keep per
-# session (notification state, rate-limit state) so it goes with it.
+# session so it goes with it.
 CloseHook = Callable[["LiveSession"], Awaitable[None]]
 _close_hooks: list[CloseHook] = []
 

@@ -206,6 +206,25 @@ async def test_flood_is_rate_limited_then_closed_4429(client, settings):
     assert limited > 0
 
 
+async def test_the_message_allowance_is_a_burst_that_refills(world, settings):
+    settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S = 3, 1
+    client, connected, _ = await connect()  # its allowance is made with the settings above
+    assert connected
+    assert (await receive(client))["type"] == "hello"
+    for n in range(3):
+        await client.send_json_to({"type": "ping", "ref": n})
+        assert (await receive_until(client, "pong"))["ref"] == n
+    await client.send_json_to({"type": "ping", "ref": 3})
+    refused = await receive_until(client, "error")
+    assert refused["code"] == "rate_limited"
+    await asyncio.sleep(0.4)  # a third of the window: one message back
+    await client.send_json_to({"type": "ping", "ref": 4})
+    assert (await receive_until(client, "pong"))["ref"] == 4
+    await client.send_json_to({"type": "ping", "ref": 5})
+    assert (await receive_until(client, "error"))["code"] == "rate_limited"
+    await client.disconnect()
+
+
 async def test_too_many_subscriptions(client, settings, world):
     settings.REALTIME_MAX_SUBSCRIPTIONS = 2
     await client.send_json_to(
