@@ -59,6 +59,9 @@ class Frame:
     seq_to: int
     prev_seq: int
     message: BatchMessage
+    # Its items before coalescing (one per change routed to the context): what a
+    # catch-up through it counts against CATCHUP_MAX_CHANGES.
+    routed: int = 0
 
 
 @dataclass
@@ -282,7 +285,7 @@ def _frames_build(
                 "prev_seq": prev_seq,
                 "changes": items_coalesce(chunk),
             }
-            frames.append(Frame(context, audience, seq_from, seq_to, prev_seq, message))
+            frames.append(Frame(context, audience, seq_from, seq_to, prev_seq, message, len(chunk)))
             prev_seq = seq_to
         new_heads.append((context, audience, prev_seq))
     cursor.execute(

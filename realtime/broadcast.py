@@ -30,6 +30,7 @@ def frame_group_message(frame: Frame) -> dict:
         "seq_from": frame.seq_from,
         "seq_to": frame.seq_to,
         "prev_seq": frame.prev_seq,
+        "routed": frame.routed,
         "frame": json_dumps(frame.message),
     }
 

@@ -40,6 +40,8 @@ class OutFrame:
     seq_to: int
     text: str
     reset: bool = False
+    # Changes routed to the context in it (before coalescing), when known.
+    routed: int | None = None
 
 
 async def fetch_from_log(*, context: str, after: int, audience: str, limit: int) -> CatchUp:
@@ -123,9 +125,12 @@ class RecentFrames:
                 break
             out.append(frame)
         out.reverse()
-        if out and out[-1].seq_to - seq > most:
-            return None
-        return out
+        # Frames from an older publisher do not say how many changes they carry: their
+        # seq range bounds it.
+        routed = sum(
+            f.routed if f.routed is not None else f.seq_to - max(f.prev_seq, seq) for f in out
+        )
+        return None if routed > most else out
 
 
 class ContextFollower:
@@ -200,7 +205,11 @@ class ContextFollower:
         if message["prev_seq"] >= last or message["seq_from"] > last:
             frames.append(
                 OutFrame(
-                    message["prev_seq"], message["seq_from"], message["seq_to"], message["frame"]
+                    message["prev_seq"],
+                    message["seq_from"],
+                    message["seq_to"],
+                    message["frame"],
+                    routed=message.get("routed"),
                 )
             )
         else:
@@ -208,7 +217,9 @@ class ContextFollower:
             body = _decode(message["frame"])
             rest = [item for item in body["changes"] if item["seq"] > last]
             text = batch_frame(context, last, message["seq_to"], rest)
-            frames.append(OutFrame(last, last + 1, message["seq_to"], text))
+            frames.append(
+                OutFrame(last, last + 1, message["seq_to"], text, routed=message.get("routed"))
+            )
         self.last[context] = message["seq_to"]
         self._passed_on(context, frames[-1:])
         return frames
@@ -233,11 +244,8 @@ class ContextFollower:
             if cursor <= after:
                 # The log is not there yet (a replica behind): deliver what we have.
                 break
-            frames.append(
-                OutFrame(
-                    after, after + 1, cursor, batch_frame(context, after, cursor, catch_up.items)
-                )
-            )
+            text = batch_frame(context, after, cursor, catch_up.items)
+            frames.append(OutFrame(after, after + 1, cursor, text, routed=len(catch_up.items)))
             self.last[context] = cursor
         return self._passed_on(context, frames)
 

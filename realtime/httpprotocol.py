@@ -41,6 +41,9 @@ class LiveHttpToolsProtocol(HttpToolsProtocol):
     def would_block(self) -> bool:
         return self.flow.write_paused
 
+    async def writable_wait(self) -> None:
+        await self.flow.drain()
+
     def unsent_bytes(self) -> int:
         return self.transport.get_write_buffer_size()
 

@@ -15,6 +15,7 @@ the client resumes from its cursors when it comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ Send = Callable[[str], Awaitable[None]]
 class Outbox:
     """Ordered, non-blocking, bounded sends of one connection."""
 
-    __slots__ = ("_send", "connection", "limit", "on_end", "queue", "queued", "writer")
+    __slots__ = ("_send", "connection", "ended", "limit", "on_end", "queue", "queued", "writer")
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class Outbox:
         self.queue: deque[str] | None = None
         self.queued = 0
         self.writer: asyncio.Task | None = None
+        self.ended = False
 
     def unsent_bytes(self) -> int:
         buffered = self.connection.unsent_bytes() if self.connection is not None else 0
@@ -62,12 +64,43 @@ class Outbox:
         self.queue.append(text)
         self.queued += len(text)
         if self.unsent_bytes() > self.limit:
-            self.drop()
-            self.connection.abort_slow()
-            await self.on_end("slow_client")
+            await self.overflow()
             return
         if self.writer is None:
             self.writer = asyncio.create_task(self._write_out(), name="outbox-writer")
+
+    async def put_paced(self, text: str, *, patience: float) -> None:
+        """`put`, once the client has taken what waits for it.
+
+        For catch-ups: a client back after a long absence may be owed more than
+        REALTIME_MAX_PENDING_BYTES, and put at once it would be cut off as too slow on
+        every return, never catching up on a slow link. Paced, a catch-up goes out as fast
+        as the client reads. Only the connection's own task may wait here (never the
+        hub, which serves every connection). A client that takes nothing for `patience`
+        seconds is too slow all the same."""
+        if self.connection is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + patience
+            while not self.ended and (self.queue is not None or self.connection.would_block()):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    await self.overflow()
+                    return
+                if self.writer is not None:
+                    await asyncio.wait({self.writer}, timeout=remaining)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.connection.writable_wait(), remaining)
+            if self.ended:
+                return
+        await self.put(text)
+
+    async def overflow(self) -> None:
+        """The client is too slow: drop what waits, close it (4413) and end its session."""
+        self.drop()
+        if self.connection is not None:
+            self.connection.abort_slow()
+        await self.on_end("slow_client")
 
     async def _write_out(self) -> None:
         try:
@@ -86,6 +119,7 @@ class Outbox:
 
     def drop(self) -> None:
         """Forget what waits (the session is ending)."""
+        self.ended = True
         self.queue = None
         self.queued = 0
         if self.writer is not None and self.writer is not asyncio.current_task():

@@ -126,6 +126,10 @@ class LiveSession:
         self.tracked = False
         self.cursors: dict[str, int] = {}
         self.switching: dict[str, list[OutFrame]] = {}
+        # Bytes of the live frames waiting in `switching`: they count against
+        # REALTIME_MAX_PENDING_BYTES like the outbox, while a paced catch-up waits on the
+        # client.
+        self.switching_bytes = 0
         self.paused = False
         self.policy = protocol.default_policy()
         self.frames_sent = 0
@@ -152,6 +156,9 @@ class LiveSession:
         """A live frame from the hub: buffered during a catch-up, else sent in order."""
         if context in self.switching:
             self.switching[context].append(frame)
+            self.switching_bytes += len(frame.text)
+            if self.switching_bytes + self.outbox.unsent_bytes() > self.outbox.limit:
+                await self.outbox.overflow()
             return
         if context not in self.cursors or self.paused:
             # Paused: the cursor stays put; resume catches up from it.
@@ -282,6 +289,17 @@ class LiveSession:
             logger.debug("session %s: a send failed (%r); ending it", self.id, exc)
             await self.end("send_failed")
 
+    async def send_paced(self, text: str) -> None:
+        """`send`, once the client has taken what waits for it (a catch-up, from the
+        connection's own task only: see Outbox.put_paced)."""
+        if self.closed or self.ending:
+            return
+        try:
+            await self.outbox.put_paced(text, patience=settings.REALTIME_UNACKED_TIMEOUT_S)
+        except Exception as exc:
+            logger.debug("session %s: a send failed (%r); ending it", self.id, exc)
+            await self.end("send_failed")
+
     async def end(self, reason: str) -> None:
         """End the session from the server's side (a failed send, a client too slow, an
         error in a handler, a heartbeat timeout): the transport closes its socket, then
@@ -318,6 +336,7 @@ class LiveSession:
             logger.exception("session %s: leaving the hub's groups failed", self.id)
         self.cursors.clear()
         self.switching.clear()
+        self.switching_bytes = 0
         self.held.clear()
         for hook in _close_hooks:
             try:
@@ -513,7 +532,7 @@ class LiveSession:
             context = requested if isinstance(requested, str) else None
             if context in self.cursors:
                 del self.cursors[context]
-                self.switching.pop(context, None)
+                self._switching_end(context)
                 await self.hub.leave(self, context, self.audience)
         await self._track_contexts()
         state = await database_sync_to_async(change_log_state)()
@@ -552,7 +571,7 @@ class LiveSession:
             else:
                 self.cursors[context] = start
                 if not self.paused:
-                    await self._catch_up(context, start, through=None)
+                    await self._catch_up(context, start, through=None, paced=True)
             await self._flush(context)
 
     async def _reset(self, context: str, reason: str, state) -> None:
@@ -561,15 +580,20 @@ class LiveSession:
         )
         self.cursors[context] = state.head_seq
 
-    async def _catch_up(self, context: str, after: int, *, through: int | None) -> None:
+    async def _catch_up(
+        self, context: str, after: int, *, through: int | None, paced: bool = False
+    ) -> None:
         """Send the context's logged changes after `after` (up to the head, or `through`):
         from the hub's memory when its recent frames reach back that far (what is newer
-        than them is still on its way and arrives live), else from the log."""
+        than them is still on its way and arrives live), else from the log. `paced`: as
+        fast as the client reads (a subscription's catch-up, on the connection's own
+        task; never from the hub's delivery)."""
+        send = self.send_paced if paced else self.send
         recent = self.hub.follower(self.audience).recent_after(
             context, after, most=settings.CATCHUP_MAX_CHANGES
         )
         if recent is not None:
-            await self._send_recent(context, after, recent)
+            await self._send_recent(context, after, recent, send)
             return
         limit = settings.PUBLISHER_FRAME_MAX_ITEMS
         cursor = after
@@ -578,7 +602,7 @@ class LiveSession:
                 cursors={context: cursor}, audience=self.audience, limit=limit
             )
             if page.resets:
-                await self.send(
+                await send(
                     protocol.reset(
                         context=context,
                         reason=page.resets[0].reason,
@@ -590,14 +614,16 @@ class LiveSession:
                 return
             next_cursor = page.cursors.get(context, cursor)
             if next_cursor > cursor:
-                await self.send(batch_frame(context, cursor, next_cursor, page.items))
+                await send(batch_frame(context, cursor, next_cursor, page.items))
                 self.frames_sent += 1
                 cursor = next_cursor
                 self.cursors[context] = cursor
             if not page.has_more or (through is not None and cursor >= through):
                 return
 
-    async def _send_recent(self, context: str, after: int, frames: list[OutFrame]) -> None:
+    async def _send_recent(
+        self, context: str, after: int, frames: list[OutFrame], send: Send
+    ) -> None:
         cursor = after
         for frame in frames:
             if self.closed or context not in self.cursors:
@@ -605,7 +631,7 @@ class LiveSession:
             if frame.seq_to <= cursor:
                 continue
             text = frame.text if frame.seq_from > cursor else _after(frame.text, cursor, context)
-            await self.send(text)
+            await send(text)
             self.frames_sent += 1
             cursor = self.cursors[context] = frame.seq_to
 
@@ -615,7 +641,13 @@ class LiveSession:
             frame = self.switching[context].pop(0)
             if not self.paused:
                 await self._send_frame(context, frame)
+        self._switching_end(context)
+
+    def _switching_end(self, context: str) -> None:
         self.switching.pop(context, None)
+        self.switching_bytes = sum(
+            len(frame.text) for frames in self.switching.values() for frame in frames
+        )
 
 
 async def _nowhere(*args) -> None:

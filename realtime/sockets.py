@@ -3,11 +3,12 @@
 The web server's protocol classes (realtime/wsprotocol.py for WebSocket,
 realtime/httpprotocol.py for HTTP, so SSE streams) put themselves in the scope as
 `scope["extensions"]["carbon.connection"]`, giving a connection's outbox
-(realtime/outbox.py) three things ASGI does not:
+(realtime/outbox.py) what ASGI does not:
 
 - `would_block()`: whether an ASGI send would wait for the client to read (the
   transport's buffer is above its high-water mark). The hub hands every frame to every
   connection in turn; waiting on one client that does not read would delay all others.
+- `writable_wait()`: until the client has read enough that a send would not wait.
 - `unsent_bytes()`: what the server holds for the client and has not written yet.
 - `abort_slow()`: end a client that let REALTIME_MAX_PENDING_BYTES pile up.
 
@@ -32,6 +33,8 @@ EXTENSION = "carbon.connection"
 
 class ServerConnection(Protocol):
     def would_block(self) -> bool: ...
+
+    async def writable_wait(self) -> None: ...
 
     def unsent_bytes(self) -> int: ...
 

@@ -84,6 +84,9 @@ class GracefulCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     def would_block(self) -> bool:
         return not self.writable.is_set()
 
+    async def writable_wait(self) -> None:
+        await self.writable.wait()
+
     def unsent_bytes(self) -> int:
         return self.transport.get_write_buffer_size()
 

@@ -230,3 +230,75 @@ async def test_an_sse_client_that_does_not_read_is_cut_off(bulk_world, tmp_path)
         stop.set()
         sock.close()
         stack.stop_all()
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["from memory", "from the log"])
+async def test_a_slow_link_owed_more_than_the_limit_still_catches_up(bulk_world, tmp_path, memory):
+    """A client back after a long absence may be owed more than REALTIME_MAX_PENDING_BYTES.
+    Its catch-up goes out as fast as it reads: pushed at once, it would be cut off (4413)
+    on every return and never catch up on a slow link."""
+    env = stack_env(
+        REALTIME_MAX_PENDING_BYTES=str(PENDING_LIMIT),
+        REALTIME_SOCKET_SEND_BUFFER_BYTES=str(64 * 1024),
+        CATCHUP_MAX_CHANGES="1000000",
+        REALTIME_UNACKED_TIMEOUT_S=UNACKED_TIMEOUT_S,
+        REALTIME_RECENT_FRAMES_S="600" if memory else "0",
+        REALTIME_RECENT_FRAMES_BYTES=str(64 << 20),
+    )
+    stack = stack_start(("web", "publisher"), env=env, logs=tmp_path)
+    try:
+        before = await asyncio.to_thread(ended_slow, stack)
+        # A client following the context keeps the server's hub on it (its memory).
+        fast = Follower()
+        ready = asyncio.Event()
+        following = asyncio.create_task(fast.run(stack.ws_url, "industry:bulk", ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        cursor = fast.cursor
+        with psycopg.connect(database_url_of_tests(), autocommit=True) as conn:
+            for _ in range(30):  # 9,000 changes: megabytes of catch-up
+                conn.execute(
+                    "UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1"
+                    " WHERE company_id IN (SELECT id FROM companies WHERE industry_id = %s)",
+                    [bulk_world],
+                )
+        await wait_for(
+            lambda: sql("SELECT count(*) FROM data_changes WHERE seq IS NULL")[0][0] == 0,
+            timeout=60,
+        )
+        [(head,)] = await asyncio.to_thread(
+            sql,
+            "SELECT max(seq) FROM change_routes WHERE context = 'industry:bulk'"
+            " AND audiences & 1 <> 0",
+        )
+        deadline = time.monotonic() + 30
+        while fast.cursor < head and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert fast.cursor >= head
+
+        sock = tiny_receive_socket()
+        sock.connect(("127.0.0.1", stack.port))
+        slow = await connect(stack.ws_url, sock=sock, max_queue=1, max_size=None)
+        await slow.send(
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "contexts": ["industry:bulk"],
+                    "since": {"industry:bulk": cursor},
+                }
+            )
+        )
+        resumed, received = cursor, 0
+        while resumed < head:
+            message = json.loads(await asyncio.wait_for(slow.recv(), 30))
+            assert message["type"] != "reset", message
+            if message["type"] == "batch":
+                assert message["prev_seq"] <= resumed < message["seq_to"]
+                resumed = message["seq_to"]
+                received += len(json.dumps(message))
+                await asyncio.sleep(0.05)  # a slow link
+        assert received > 3 * PENDING_LIMIT
+        assert await asyncio.to_thread(ended_slow, stack) == before
+        await slow.close()
+        following.cancel()
+    finally:
+        stack.stop_all()

@@ -5,12 +5,13 @@ import pytest
 from realtime.follower import OutFrame, RecentFrames, batch_frame
 
 
-def frame(prev: int, to: int, *, reset: bool = False) -> OutFrame:
+def frame(prev: int, to: int, *, reset: bool = False, routed: int | None = None) -> OutFrame:
     items = [
         {"seq": seq, "entity": "company", "id": seq, "fields": {}}
         for seq in range(prev + 1, to + 1)
     ]
-    return OutFrame(prev, prev + 1, to, batch_frame("overview", prev, to, items), reset=reset)
+    text = batch_frame("overview", prev, to, items)
+    return OutFrame(prev, prev + 1, to, text, reset=reset, routed=routed)
 
 
 @pytest.fixture
@@ -57,3 +58,15 @@ def test_a_chain_is_bounded_by_bytes_and_age(chain, settings):
     assert [f.seq_to for _, f in chain.frames] == [5]
     chain.trim(now=41)
     assert not chain.frames and chain.size == 0
+
+
+def test_most_counts_the_changes_routed_to_the_context_not_the_seqs_between(chain):
+    # A quiet context: few of the log's seqs are its changes.
+    chain.add(frame(1000, 5000, routed=2), now=0)
+    chain.add(frame(5000, 9000, routed=3), now=0)
+    assert [f.seq_to for f in chain.after(1000, most=5)] == [5000, 9000]
+    assert chain.after(1000, most=4) is None
+    # A frame that does not say (an older publisher's): its seq range bounds it.
+    chain.add(frame(9000, 9010), now=0)
+    assert chain.after(5000, most=13) is not None
+    assert chain.after(5000, most=12) is None
