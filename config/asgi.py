@@ -24,7 +24,6 @@ from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E4
 from realtime.server import (  # noqa: E402
     daphne_websocket_limits_install,
     garbage_collector_tune,
-    thread_switch_tune,
 )
 
 daphne_websocket_limits_install()
@@ -52,4 +51,3 @@ application = ClientAddressMiddleware(
 
 # Last, once everything the process needs at start-up is loaded.
 garbage_collector_tune()
-thread_switch_tune()

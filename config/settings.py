@@ -422,9 +422,6 @@ FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Server processes freeze what start-up loaded out of the garbage collector's sight and
 # collect young objects less often (realtime/server.py says why); 0 keeps Python's way.
 REALTIME_GC_TUNE = os.environ.get("REALTIME_GC_TUNE", "1") == "1"
-# The interpreter's thread switch interval in server processes (realtime/server.py); 0
-# keeps Python's 5 ms.
-REALTIME_SWITCH_INTERVAL_MS = float(os.environ.get("REALTIME_SWITCH_INTERVAL_MS", "0"))
 REALTIME_GC_THRESHOLDS = tuple(
     int(n) for n in os.environ.get("REALTIME_GC_THRESHOLDS", "10000,20,50").split(",")
 )

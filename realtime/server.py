@@ -14,7 +14,6 @@ loads before it builds its WebSocket factory; under other servers it does nothin
 from __future__ import annotations
 
 import gc
-import sys
 
 from django.conf import settings
 
@@ -56,17 +55,3 @@ def garbage_collector_tune() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*settings.REALTIME_GC_THRESHOLDS)
-
-
-def thread_switch_tune() -> None:
-    """Hand the interpreter lock back to the event loop sooner.
-
-    Database calls run on a thread of their own (database_sync_to_async), and while it
-    holds the lock building a catch-up or a connection's set-up, every socket write of
-    the event loop (which releases the lock) waits up to the switch interval to get it
-    back: 5 ms by default, once per write, so one frame delivered to hundreds of
-    connections could take that many times longer. REALTIME_SWITCH_INTERVAL_MS shortens
-    that wait; 0 keeps Python's default.
-    """
-    if settings.REALTIME_SWITCH_INTERVAL_MS > 0:
-        sys.setswitchinterval(settings.REALTIME_SWITCH_INTERVAL_MS / 1000)
