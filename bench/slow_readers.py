@@ -407,8 +407,11 @@ def report_section(data: dict) -> list[str]:
         " send buffer (REALTIME_SOCKET_SEND_BUFFER_BYTES"
         f" {data['settings']['socket_send_buffer_bytes']:,}, doubled by the kernel)."
         + (
-            " A slow reader cut off comes back after 0.5 to 1.5 s, as a new subscriber, and"
-            " stalls again, so the process holds stalled clients throughout the window."
+            " A slow reader cut off comes back after 0.5 to 1.5 s and resumes from its cursors,"
+            " as the browser client does: its catch-up (from the hub's recent frames, or the"
+            " log once they no longer reach back) goes out at the pace it reads, which is"
+            " none, so it stalls again with the live frames of its contexts waiting behind"
+            " the catch-up, and the process holds stalled clients throughout the window."
             if returning
             else " A slow reader cut off stays away (`--once`)."
         ),
