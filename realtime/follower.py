@@ -141,6 +141,9 @@ class ContextFollower:
         self.fetch = fetch
         self.last: dict[str, int] = {}
         self.recent: dict[str, RecentFrames] = {}
+        # The contexts whose recent frames are not empty: the periodic trim visits only
+        # these (a process may follow 100,000 quiet company contexts).
+        self.recent_held: set[str] = set()
         self.repairs = 0
         self.recent_answers = 0
 
@@ -152,6 +155,7 @@ class ContextFollower:
     def unfollow(self, context: str) -> None:
         self.last.pop(context, None)
         self.recent.pop(context, None)
+        self.recent_held.discard(context)
 
     def recent_after(self, context: str, seq: int, *, most: int) -> list[OutFrame] | None:
         """Everything of `context` after `seq` that this follower passed on, from memory
@@ -167,11 +171,16 @@ class ContextFollower:
     def recent_trim(self) -> None:
         """Forget what is older than REALTIME_RECENT_FRAMES_S in contexts gone quiet."""
         now = time.monotonic()
-        for recent in self.recent.values():
-            recent.trim(now)
+        for context in list(self.recent_held):
+            recent = self.recent.get(context)
+            if recent is not None:
+                recent.trim(now)
+            if recent is None or not recent.frames:
+                self.recent_held.discard(context)
 
     def recent_bytes(self) -> int:
-        return sum(recent.size for recent in list(self.recent.values()))
+        recent = self.recent
+        return sum(recent[c].size for c in list(self.recent_held) if c in recent)
 
     def _passed_on(self, context: str, frames: list[OutFrame]) -> list[OutFrame]:
         recent = self.recent.get(context)
@@ -179,6 +188,8 @@ class ContextFollower:
             now = time.monotonic()
             for frame in frames:
                 recent.add(frame, now)
+            if recent.frames:
+                self.recent_held.add(context)
         return frames
 
     async def accept(self, message: dict[str, Any]) -> list[OutFrame]:

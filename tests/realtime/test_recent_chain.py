@@ -1,8 +1,10 @@
 """The hub's recent frames of one context: one unbroken chain, bounded by bytes and age."""
 
+import time
+
 import pytest
 
-from realtime.follower import OutFrame, RecentFrames, batch_frame
+from realtime.follower import ContextFollower, OutFrame, RecentFrames, batch_frame
 
 
 def frame(prev: int, to: int, *, reset: bool = False, routed: int | None = None) -> OutFrame:
@@ -70,3 +72,23 @@ def test_most_counts_the_changes_routed_to_the_context_not_the_seqs_between(chai
     chain.add(frame(9000, 9010), now=0)
     assert chain.after(5000, most=13) is not None
     assert chain.after(5000, most=12) is None
+
+
+def test_the_periodic_trim_visits_only_contexts_holding_frames(settings):
+    settings.REALTIME_RECENT_FRAMES_S = 60
+    settings.REALTIME_RECENT_FRAMES_BYTES = 1 << 20
+    follower = ContextFollower(audience="public")
+    for n in range(1000):
+        follower.follow(f"company:{n}", 0)
+    follower.follow("overview", 10)
+    follower._passed_on("overview", [frame(10, 12)])
+    assert follower.recent_held == {"overview"}
+    assert follower.recent_bytes() == len(frame(10, 12).text)
+    follower.recent_trim()  # younger than the window: kept
+    assert follower.recent_held == {"overview"}
+    settings.REALTIME_RECENT_FRAMES_S = 0.001
+    time.sleep(0.01)
+    follower.recent_trim()
+    assert follower.recent_held == set() and follower.recent_bytes() == 0
+    follower.unfollow("overview")
+    assert "overview" not in follower.recent
