@@ -218,7 +218,7 @@ class LiveSession:
                 if context not in self.cursors or self.paused or not rule.live:
                     continue  # the cursor stays put; resume catches up from it
                 if overflow:
-                    await self._catch_up(context, self.cursors[context], through=None)
+                    await self._catch_up(context, self.cursors[context], through=None, merged=True)
                     self.last_sent_at[context] = loop.time()
                     continue
                 for merged in self._merged(context, frames):
@@ -581,18 +581,28 @@ class LiveSession:
         self.cursors[context] = state.head_seq
 
     async def _catch_up(
-        self, context: str, after: int, *, through: int | None, paced: bool = False
+        self,
+        context: str,
+        after: int,
+        *,
+        through: int | None,
+        paced: bool = False,
+        merged: bool = False,
     ) -> None:
         """Send the context's logged changes after `after` (up to the head, or `through`):
         from the hub's memory when its recent frames reach back that far (what is newer
         than them is still on its way and arrives live), else from the log. `paced`: as
         fast as the client reads (a subscription's catch-up, on the connection's own
-        task; never from the hub's delivery)."""
+        task; never from the hub's delivery). `merged`: the frames from memory go as one
+        batch (split at max_batch), as the log's page would, for a paced category."""
         send = self.send_paced if paced else self.send
         recent = self.hub.follower(self.audience).recent_after(
             context, after, most=settings.CATCHUP_MAX_CHANGES
         )
         if recent is not None:
+            if merged and recent:
+                self.cursors[context] = after
+                recent = self._merged(context, recent)
             await self._send_recent(context, after, recent, send)
             return
         limit = settings.PUBLISHER_FRAME_MAX_ITEMS
@@ -630,7 +640,13 @@ class LiveSession:
                 return
             if frame.seq_to <= cursor:
                 continue
-            text = frame.text if frame.seq_from > cursor else _after(frame.text, cursor, context)
+            # PROTOCOL.md: a catch-up batch follows the client's cursor (`prev_seq` = it).
+            # Frames from memory chain on from each other, so only the first one, whose
+            # own prev_seq is usually older, is re-encoded.
+            if frame.prev_seq == cursor and frame.seq_from > cursor:
+                text = frame.text
+            else:
+                text = _after(frame.text, cursor, context)
             await send(text)
             self.frames_sent += 1
             cursor = self.cursors[context] = frame.seq_to

@@ -63,8 +63,11 @@ async def test_a_client_back_soon_is_answered_from_memory_with_what_it_missed(wo
     resumed = [await receive_until(back, "batch") for _ in range(3)]
 
     assert answers_from_memory() == before + 1
-    assert resumed == live, "the very frames the hub passed on, in order"
-    assert resumed[0]["prev_seq"] <= cursor
+    # The first follows the client's cursor (PROTOCOL.md), then the very frames the hub
+    # passed on, in order.
+    assert resumed[0]["prev_seq"] == cursor
+    assert {**resumed[0], "prev_seq": live[0]["prev_seq"]} == live[0]
+    assert resumed[1:] == live[1:]
     log = await db_changes(context, cursor)
     assert record_values(resumed) == [
         (item["seq"], item["fields"]["scope1_tonnes"])
@@ -122,7 +125,7 @@ async def test_what_memory_no_longer_holds_is_read_from_the_log(world, settings)
     # From the newest frame's start, memory does reach: answered from it.
     again = await opened()
     await subscribe(again, [context], since=live[0]["seq_to"])
-    assert await receive_until(again, "batch") == live[1]
+    assert await receive_until(again, "batch") == live[1]  # it follows live[0]
     assert answers_from_memory() == before + 1
     for client in (watcher, back, again):
         await client.disconnect()
