@@ -179,8 +179,10 @@ class ContextFollower:
                 self.recent_held.discard(context)
 
     def recent_bytes(self) -> int:
-        recent = self.recent
-        return sum(recent[c].size for c in list(self.recent_held) if c in recent)
+        """What the recent frames hold (read by the metrics scrape, from another thread:
+        a context may be unfollowed meanwhile)."""
+        held = [self.recent.get(context) for context in list(self.recent_held)]
+        return sum(recent.size for recent in held if recent is not None)
 
     def _passed_on(self, context: str, frames: list[OutFrame]) -> list[OutFrame]:
         recent = self.recent.get(context)
