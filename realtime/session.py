@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -278,24 +279,18 @@ class LiveSession:
 
     # -- the way out, and the end ----------------------------------------------------------
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str, *, paced: bool = False) -> None:
         """Send one text to the client, after everything sent before it. A send that
-        fails (the client is gone) ends the session at once; nothing is sent after."""
-        if self.closed or self.ending:
-            return
-        try:
-            await self.outbox.put(text)
-        except Exception as exc:
-            logger.debug("session %s: a send failed (%r); ending it", self.id, exc)
-            await self.end("send_failed")
-
-    async def send_paced(self, text: str) -> None:
-        """`send`, once the client has taken what waits for it (a catch-up, from the
+        fails (the client is gone) ends the session at once; nothing is sent after.
+        `paced`: once the client has taken what waits for it (a catch-up, from the
         connection's own task only: see Outbox.put_paced)."""
         if self.closed or self.ending:
             return
         try:
-            await self.outbox.put_paced(text, patience=settings.REALTIME_UNACKED_TIMEOUT_S)
+            if paced:
+                await self.outbox.put_paced(text, patience=settings.REALTIME_UNACKED_TIMEOUT_S)
+            else:
+                await self.outbox.put(text)
         except Exception as exc:
             logger.debug("session %s: a send failed (%r); ending it", self.id, exc)
             await self.end("send_failed")
@@ -595,13 +590,12 @@ class LiveSession:
         fast as the client reads (a subscription's catch-up, on the connection's own
         task; never from the hub's delivery). `merged`: the frames from memory go as one
         batch (split at max_batch), as the log's page would, for a paced category."""
-        send = self.send_paced if paced else self.send
+        send = functools.partial(self.send, paced=paced)
         recent = self.hub.follower(self.audience).recent_after(
             context, after, most=settings.CATCHUP_MAX_CHANGES
         )
         if recent is not None:
             if merged and recent:
-                self.cursors[context] = after
                 recent = self._merged(context, recent)
             await self._send_recent(context, after, recent, send)
             return
