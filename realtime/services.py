@@ -5,21 +5,26 @@ reconnecting and by the sweep, so their writes commit without waiting for the WA
 reach disk (`synchronous_commit = off`, per transaction). A reconnect storm of 5,000
 clients makes three such commits each; waiting for fsync on every one (1.5 to 2.6 ms
 here) was most of a connection's set-up time.
+
+Each write is one statement that sets that for its own transaction (`_UNSYNCED`), in
+autocommit: a transaction of its own with `SET LOCAL` took four round trips on the web
+process's one database thread (BEGIN, SET, the write, COMMIT) where this takes one.
+Connections set up at the rate that slow clients cut off and back make (bench/
+slow_readers.py) kept that thread, and the GIL it takes from the event loop, busy.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import BigIntegerField, F, Value
-from django.db.models.functions import Greatest, Now
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from realtime.models import ActiveConnection
@@ -27,12 +32,10 @@ from realtime.models import ActiveConnection
 SERVER = f"{socket.gethostname()}:{os.getpid()}"[:100]
 
 
-@contextlib.contextmanager
-def _unsynced_commit() -> Iterator[None]:
-    """A transaction whose commit does not wait for the WAL flush."""
-    with transaction.atomic(), db_connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        yield
+# Put in a write's WHERE clause: the statement's transaction (in autocommit, the
+# statement itself) commits without waiting for the WAL flush. A write that matches no
+# row never evaluates it, and has nothing to flush either.
+_UNSYNCED = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 
 
 def connection_open(
@@ -55,13 +58,14 @@ def connection_open(
         "user_agent": (user_agent or "")[:300],
         "server": SERVER,
     }
-    with _unsynced_commit(), db_connection.cursor() as cursor:
+    with db_connection.cursor() as cursor:
         # A session that comes back (SSE and polling keep theirs) takes its row over.
         cursor.execute(
             "INSERT INTO active_connections (id, transport, user_id, audience,"
             " client_address, user_agent, server, contexts, dashboard_context, last_ack_seq)"
-            " VALUES (%(id)s, %(transport)s, %(user_id)s, %(audience)s, %(client_address)s,"
-            " %(user_agent)s, %(server)s, '{}', '', 0)"
+            " SELECT %(id)s, %(transport)s, %(user_id)s::bigint, %(audience)s,"
+            " %(client_address)s::inet, %(user_agent)s, %(server)s, '{}'::varchar[], '', 0"
+            f" WHERE {_UNSYNCED}"
             " ON CONFLICT (id) DO UPDATE SET transport = EXCLUDED.transport,"
             " user_id = EXCLUDED.user_id, audience = EXCLUDED.audience,"
             " client_address = EXCLUDED.client_address, user_agent = EXCLUDED.user_agent,"
@@ -73,9 +77,11 @@ def connection_open(
 
 def connection_contexts_set(*, session: str, contexts: list[str]) -> None:
     """The contexts a connection follows now (the first is its dashboard)."""
-    with _unsynced_commit():
-        ActiveConnection.objects.filter(id=session).update(
-            contexts=contexts, dashboard_context=contexts[0] if contexts else ""
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE active_connections SET contexts = %s::varchar[], dashboard_context = %s"
+            f" WHERE id = %s AND {_UNSYNCED}",
+            [list(contexts), contexts[0] if contexts else "", session],
         )
 
 
@@ -88,9 +94,15 @@ def connections_at_address(*, address: str | None) -> int:
     if address is None:
         return 0
     fresh_since = timezone.now() - dt.timedelta(seconds=3 * settings.REALTIME_TOUCH_INTERVAL_S)
-    return ActiveConnection.objects.filter(
-        client_address=address, last_seen__gte=fresh_since
-    ).count()
+    # Raw SQL: it runs at every connection's set-up, and the ORM's compiling of the count
+    # cost more CPU than the query.
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM active_connections"
+            " WHERE client_address = %s::inet AND last_seen >= %s",
+            [address, fresh_since],
+        )
+        return cursor.fetchone()[0]
 
 
 def connections_of_stopped_processes_delete() -> int:
@@ -127,8 +139,8 @@ def _process_runs(pid: int) -> bool:
 
 def connection_close(*, session: str) -> None:
     """Forget a connection that ended (nothing refers to these rows: a plain DELETE)."""
-    with _unsynced_commit(), db_connection.cursor() as cursor:
-        cursor.execute("DELETE FROM active_connections WHERE id = %s", [session])
+    with db_connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM active_connections WHERE id = %s AND {_UNSYNCED}", [session])
 
 
 def connections_close(*, sessions: Iterable[str]) -> int:
@@ -136,8 +148,10 @@ def connections_close(*, sessions: Iterable[str]) -> int:
     sessions = list(sessions)
     if not sessions:
         return 0
-    with _unsynced_commit(), db_connection.cursor() as cursor:
-        cursor.execute("DELETE FROM active_connections WHERE id = ANY(%s)", [sessions])
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM active_connections WHERE id = ANY(%s) AND {_UNSYNCED}", [sessions]
+        )
         return cursor.rowcount
 
 
@@ -146,8 +160,12 @@ def connections_touch(*, sessions: Iterable[str]) -> int:
     sessions = list(sessions)
     if not sessions:
         return 0
-    with _unsynced_commit():
-        return ActiveConnection.objects.filter(id__in=sessions).update(last_seen=Now())
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE active_connections SET last_seen = now() WHERE id = ANY(%s) AND {_UNSYNCED}",
+            [sessions],
+        )
+        return cursor.rowcount
 
 
 @transaction.atomic

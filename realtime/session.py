@@ -31,6 +31,7 @@ from changes.models import AUDIENCE_STAFF
 from changes.selectors import (
     RESET_CURSOR_INVALID,
     RESET_EPOCH_CHANGED,
+    LogState,
     change_log_state,
     changes_since,
 )
@@ -356,7 +357,7 @@ class LiveSession:
         send `hello`."""
         if self.client_policy is None:
             await self.policy_load()
-        await database_sync_to_async(connection_open)(
+        state = await database_sync_to_async(_opened)(
             session=self.id,
             transport=self.transport,
             user=self.user,
@@ -370,10 +371,9 @@ class LiveSession:
             return
         self.tracked = True
         self.hub.sessions.add(self)
-        await self.hello()
+        await self.hello(state)
 
-    async def hello(self) -> None:
-        state = await database_sync_to_async(change_log_state)()
+    async def hello(self, state: LogState) -> None:
         await self.send(
             protocol.hello(
                 session=self.id,
@@ -478,7 +478,12 @@ class LiveSession:
             # Ended while joining (the client went away): no membership outlives it.
             await self.hub.leave_all(self)
             return
-        state = await database_sync_to_async(change_log_state)()
+        # The log's state, and the row's contexts when they changed: one trip to the
+        # database thread (a returning client's set-up makes several).
+        state = await database_sync_to_async(_state_tracked)(
+            session=self.id if new and self.tracked else None,
+            contexts=self.active_contexts(new),
+        )
         await self.send(
             protocol.subscribed(
                 contexts=self.active_contexts(new),
@@ -489,8 +494,6 @@ class LiveSession:
             )
         )
         await self._start(accepted, since=since, epoch=epoch, state=state)
-        if new:
-            await self._track_contexts()
         for hook in _subscribe_hooks:
             try:
                 await hook(self, new)
@@ -658,6 +661,19 @@ class LiveSession:
         self.switching_bytes = sum(
             len(frame.text) for frames in self.switching.values() for frame in frames
         )
+
+
+def _opened(**row) -> LogState:
+    """connection_open, then the log's state for `hello`: one trip to the database thread."""
+    connection_open(**row)
+    return change_log_state()
+
+
+def _state_tracked(*, session: str | None, contexts: list[str]) -> LogState:
+    """The log's state, after recording the contexts of `session` (when given)."""
+    if session is not None:
+        connection_contexts_set(session=session, contexts=contexts)
+    return change_log_state()
 
 
 async def _nowhere(*args) -> None:
