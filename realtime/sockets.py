@@ -68,6 +68,12 @@ def socket_options_set(transport) -> None:
             sock.setsockopt(
                 socket.SOL_SOCKET, socket.SO_SNDBUF, settings.REALTIME_SOCKET_SEND_BUFFER_BYTES
             )
+        if settings.REALTIME_SOCKET_NOTSENT_BYTES:
+            sock.setsockopt(
+                socket.IPPROTO_TCP,
+                socket.TCP_NOTSENT_LOWAT,
+                settings.REALTIME_SOCKET_NOTSENT_BYTES,
+            )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(timeout_s / 2)))
         sock.setsockopt(
