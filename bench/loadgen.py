@@ -37,8 +37,9 @@ kernel allows and the client library stops reading it as soon as one frame waits
 (`max_queue=1`), so what the server sends piles up on the server's side. Once a second
 each checks whether the server cut it off (its socket is no longer established; a ping
 draws the reset from a server that no longer has the connection) and, with
-`--slow-return`, comes back like the browser client after a jittered delay (as a new
-subscriber, without cursors) and stops reading again. `state` -> `STATE {"clients",
+`--slow-return`, comes back like the browser client after a jittered delay (resuming
+from its cursors) and stops reading again; `--slow-stagger S`: each first connects at a
+random moment within S seconds. `state` -> `STATE {"clients",
 "open", "cut", "clients_cut", "returned", "cut_after_s"}` (how long each client cut off
 had been subscribed when it found out); `drain` and `report` are for clients that read.
 
@@ -237,6 +238,9 @@ class Client:
                 await asyncio.sleep(0.5 * (attempt + 1))
         return False
 
+    async def arrive(self) -> None:
+        """Wait until this client's first connection is due (at once)."""
+
     async def abort(self) -> None:
         """Stop reading and drop the connection with a TCP reset, no close frame."""
         if self.task is not None:
@@ -316,7 +320,14 @@ class Client:
 class SlowClient(Client):
     """A client that stops reading once subscribed (`--slow`)."""
 
-    __slots__ = ("subscribed_at",)
+    __slots__ = ("arrive_after_s", "subscribed_at")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrive_after_s = 0.0  # the first connection only (`--slow-stagger`)
+
+    async def arrive(self) -> None:
+        await asyncio.sleep(self.arrive_after_s)
 
     async def open(self, url: str, *, compression: str | None, attempts: int = 3) -> bool:
         ok = await super().open(url, compression=compression, attempts=attempts)
@@ -358,6 +369,7 @@ class LoadGen:
         gate = asyncio.Semaphore(self.args.connect_concurrency)
 
         async def one(client: Client) -> bool:
+            await client.arrive()
             async with gate:
                 ok = await client.open(self.args.url, compression=self.args.compression)
             if ok and self.reads:
@@ -630,6 +642,11 @@ class SlowLoadGen(LoadGen):
         self.rng = random.Random(os.getpid())
 
     async def open_all(self) -> dict:
+        if self.args.slow_stagger:
+            # Each arrives at its own moment, so later their stalls, cut-offs and
+            # returns fall at any time rather than all in the same second.
+            for client in self.clients:
+                client.arrive_after_s = self.rng.uniform(0, self.args.slow_stagger)
         ready = await super().open_all()
         self.watcher = asyncio.create_task(self._watch())
         return ready
@@ -823,6 +840,12 @@ def main() -> None:
     parser.add_argument("--out", help="without --control: write the report here")
     parser.add_argument(
         "--slow", action="store_true", help="clients stop reading once subscribed (--control)"
+    )
+    parser.add_argument(
+        "--slow-stagger",
+        type=float,
+        default=0.0,
+        help="with --slow: each client first connects at a random moment within S seconds",
     )
     parser.add_argument(
         "--slow-return", action="store_true", help="with --slow: come back when cut off"

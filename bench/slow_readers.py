@@ -79,6 +79,12 @@ from bench.latency import (
 
 TARGET_RATIO = 1.2  # "within +20% of their p99 alone"
 SAMPLE_S = 1.0  # how often /metrics and the RSS are read, in both kinds of phase
+# The slow readers first connect over this long, each at a random moment: about one stall
+# (at 200 changes/s one is cut off about 9 s after subscribing), so their stalls,
+# cut-offs and returns fall at any moment, as those of independent clients do. Connected
+# all at once (`--in-step`) they stall, are cut off and come back together, 200 within a
+# second or two, every 9 s: a reconnection storm of its own, which the storm test covers.
+STAGGER_S = 9.0
 SETTLE_S = 20  # at most this long for the server to release the slow readers' sessions
 NOTICE_S = 3.0  # for the slow readers to notice the last cut-offs before they are asked
 ALONE, SLOW = "alone", "slow"
@@ -90,8 +96,15 @@ class SlowFleet(Fleet):
     name = "slowreaders"
     returning = True  # whether one cut off comes back
 
+    stagger_s = 0.0  # over how long they first connect
+
     def loadgen_args(self, index: int) -> list[str]:
-        return ["--slow", *(["--slow-return"] if self.returning else [])]
+        return [
+            "--slow",
+            *(["--slow-return"] if self.returning else []),
+            "--slow-stagger",
+            str(self.stagger_s),
+        ]
 
     def state_merged(self) -> dict:
         """The load generators' `state`, summed (cut_after_s: every value, sorted)."""
@@ -209,6 +222,7 @@ def phase(
     if kind == SLOW:
         slow_fleet = SlowFleet(stack.ws_url, stack.database_url, workdir, args.loadgen_timeout)
         slow_fleet.returning = not args.once
+        slow_fleet.stagger_s = 0.0 if args.in_step else STAGGER_S
         plan = slow_plan(workload.industries, args.slow, args.slow_industries)
         try:
             # They read nothing: one process holds a thousand of them easily.
@@ -280,6 +294,8 @@ def phase_line(cell: dict) -> str:
         f" rss={cell['web_rss_kb'] // 1024} MB (max {cell['rss_kb_max'] // 1024})"
         f" cpu web={cell['cpu_cores']['web']} machine={cell['cpu_cores']['machine']}"
     )
+    if cell.get("web_gc"):
+        text += f" gc={cell['web_gc']}"
     slow = cell["slow"]
     if slow:
         text += (
@@ -298,7 +314,7 @@ def run(database_url: str, workload: Workload, args, workdir: Path, errors: list
     phases: list[dict] = []
     active_connections_tidy(database_url)
     vacuum_churned(database_url)
-    stack = Stack(PRODUCT_SERVER, database_url, workdir, env=args.web_env)
+    stack = Stack(PRODUCT_SERVER, database_url, workdir, env=args.web_env, gc_trace=args.gc_trace)
     fleet = Fleet(stack.ws_url, database_url, workdir, timeout=args.loadgen_timeout)
     writer = None
     try:
@@ -403,9 +419,19 @@ def report_section(data: dict) -> list[str]:
         + " reads nothing: its socket's receive buffer is the kernel's smallest and its client"
         " library stops reading once one frame waits. The server cuts one off (close 4413"
         " `slow_client`) once REALTIME_MAX_PENDING_BYTES"
-        f" ({data['settings']['max_pending_bytes']:,} bytes) wait for it beyond the kernel's"
-        " send buffer (REALTIME_SOCKET_SEND_BUFFER_BYTES"
-        f" {data['settings']['socket_send_buffer_bytes']:,}, doubled by the kernel)."
+        f" ({data['settings']['max_pending_bytes']:,} bytes) wait for it beyond what its"
+        " socket holds (REALTIME_SOCKET_SEND_BUFFER_BYTES"
+        f" {data['settings']['socket_send_buffer_bytes']:,}, doubled by the kernel, of which"
+        " at most REALTIME_SOCKET_NOTSENT_BYTES"
+        f" {data['settings'].get('socket_notsent_bytes', 0):,} not sent yet; 0: no bound)."
+        + (
+            f" The slow readers first connect over {data['stagger_s']:g} s, each at a random"
+            " moment, so their stalls, cut-offs and returns fall at any moment, as those of"
+            " independent clients do."
+            if data.get("stagger_s")
+            else " The slow readers connect all at once (`--in-step`): they stall, are cut off"
+            " and come back together."
+        )
         + (
             " A slow reader cut off comes back after 0.5 to 1.5 s and resumes from its cursors,"
             " as the browser client does: its catch-up (from the hub's recent frames, or the"
@@ -549,6 +575,14 @@ def main() -> None:
     )
     parser.add_argument("--once", action="store_true", help="slow readers cut off stay away")
     parser.add_argument(
+        "--in-step",
+        action="store_true",
+        help=f"slow readers connect all at once (default: over {STAGGER_S:g} s)",
+    )
+    parser.add_argument(
+        "--gc-trace", action="store_true", help="log the web process's garbage collections"
+    )
+    parser.add_argument(
         "--slow-industries",
         type=int,
         default=1,
@@ -588,6 +622,7 @@ def main() -> None:
         "rate": args.rate,
         "rounds": args.rounds,
         "once": args.once,
+        "stagger_s": 0.0 if args.in_step else STAGGER_S,
         "slow_industries": args.slow_industries,
         "warmup_s": args.warmup,
         "seconds_s": args.seconds,
@@ -613,7 +648,8 @@ def web_settings(database_url: str, env: dict[str, str]) -> dict:
     """The limits the web server ran with: config/settings.py read with its environment."""
     code = (
         "import config.settings as s;"
-        "print(s.REALTIME_MAX_PENDING_BYTES, s.REALTIME_SOCKET_SEND_BUFFER_BYTES)"
+        "print(s.REALTIME_MAX_PENDING_BYTES, s.REALTIME_SOCKET_SEND_BUFFER_BYTES,"
+        " s.REALTIME_SOCKET_NOTSENT_BYTES)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -623,7 +659,11 @@ def web_settings(database_url: str, env: dict[str, str]) -> dict:
         text=True,
         check=True,
     ).stdout.split()
-    return {"max_pending_bytes": int(out[0]), "socket_send_buffer_bytes": int(out[1])}
+    return {
+        "max_pending_bytes": int(out[0]),
+        "socket_send_buffer_bytes": int(out[1]),
+        "socket_notsent_bytes": int(out[2]),
+    }
 
 
 if __name__ == "__main__":

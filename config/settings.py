@@ -395,10 +395,9 @@ REALTIME_SOCKET_SEND_BUFFER_BYTES = int(
 # At most this many bytes a socket's kernel holds that it has not sent yet
 # (TCP_NOTSENT_LOWAT); 0: no bound. A client that stops reading closes its window, and
 # without this bound the server kept writing into its socket until the send buffer above
-# was full: 512 KB of writes each time a stalled client came back, half of the web
-# process's socket writes with 200 slow readers beside 1,000 normal clients
-# (bench/slow_readers.py). Bytes in flight are not "not sent": a fast client on a long
-# link still has the whole send buffer.
+# was full: 512 KB of writes each time a stalled client came back (bench/slow_readers.py).
+# Bytes in flight are not "not sent": a fast client on a long link still has the whole
+# send buffer.
 REALTIME_SOCKET_NOTSENT_BYTES = int(os.environ.get("REALTIME_SOCKET_NOTSENT_BYTES", "16384"))
 # A peer that stops acknowledging (gone without a FIN: out of coverage, asleep, a cut
 # network) is dropped by the kernel after this long: TCP_USER_TIMEOUT and keepalive on
