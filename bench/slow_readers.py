@@ -46,6 +46,7 @@ subscribed when it found itself cut off.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -58,7 +59,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import REPO, bench_database_ready, result_write, verdict
+from bench.common import REPO, RESULTS, bench_database_ready, result_write, verdict
 from bench.latency import (
     PRODUCT_SERVER,
     Fleet,
@@ -85,6 +86,7 @@ SAMPLE_S = 1.0  # how often /metrics and the RSS are read, in both kinds of phas
 # all at once (`--in-step`) they stall, are cut off and come back together, 200 within a
 # second or two, every 9 s: a reconnection storm of its own, which the storm test covers.
 STAGGER_S = 9.0
+IN_STEP_RESULT = "slow_readers_in_step"  # bench/results/<this>.json, beside the main run
 SETTLE_S = 20  # at most this long for the server to release the slow readers' sessions
 NOTICE_S = 3.0  # for the slow readers to notice the last cut-offs before they are asked
 ALONE, SLOW = "alone", "slow"
@@ -395,6 +397,15 @@ def summary(phases: list[dict]) -> dict:
 # -- the report section -------------------------------------------------------------------------
 
 
+def _in_step_summary() -> dict | None:
+    """The summary of the last `--in-step` run, if there is one with both kinds of phase."""
+    path = RESULTS / f"{IN_STEP_RESULT}.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text()).get("summary")
+    return summary or None
+
+
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
     m = data["machine"]
@@ -474,8 +485,18 @@ def report_section(data: dict) -> list[str]:
             + (f", about {s['without_4413']:,} drops without it" if s["without_4413"] else "")
             + f"; web RSS {s[SLOW]['rss_max_mb']} MB at most, {s[ALONE]['rss_max_mb']} MB"
             f" alone | {verdict(s['readers_cut'] == s['slow_readers'])} |",
-            "",
         ]
+        in_step = _in_step_summary()
+        if in_step is not None:
+            by_round = ", ".join(f"{r:.2f}x" for r in in_step["p99_ratio_by_round"])
+            lines.append(
+                f"| the same, the slow readers connected all at once (`--in-step`): 200 cut off"
+                " and back within a second or two, every 9 s | (a storm of its own) |"
+                f" {_ms(in_step[SLOW]['p99_ms'])} ms against {_ms(in_step[ALONE]['p99_ms'])} ms"
+                f" alone: {in_step['p99_ratio']:.2f}x (medians of {in_step[ALONE]['rounds']};"
+                f" by round {by_round}); {in_step['lost']} lost | |"
+            )
+        lines.append("")
     lines += [
         f"Every phase: {data['warmup_s']:.0f} s warm-up, {data['seconds_s']:.0f} s measured,"
         " then the drain and the loss check of the normal clients (the columns of the"
@@ -632,7 +653,7 @@ def main() -> None:
         "phases": phases,
         "errors": errors,
     }
-    path = result_write("slow_readers", data)
+    path = result_write(IN_STEP_RESULT if args.in_step else "slow_readers", data)
     s = data["summary"]
     if s:
         print(
