@@ -131,7 +131,8 @@ if not DATABASE_URL:
     )
 
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
-DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# django-prometheus's backend, counting queries without a class per connection.
+DATABASES["default"]["ENGINE"] = "config.database"
 DATABASES["default"].setdefault("OPTIONS", {})
 if env_bool("DB_POOL", True):
     # psycopg's pool: connections are reused across requests and across the threads

@@ -1,0 +1,1 @@
+"""The project's PostgreSQL backend (ENGINE "config.database"): see base.py."""
