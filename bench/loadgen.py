@@ -38,10 +38,11 @@ kernel allows and the client library stops reading it as soon as one frame waits
 each checks whether the server cut it off (its socket is no longer established; a ping
 draws the reset from a server that no longer has the connection) and, with
 `--slow-return`, comes back like the browser client after a jittered delay (resuming
-from its cursors) and stops reading again; `--slow-stagger S`: each first connects at a
-random moment within S seconds. `state` -> `STATE {"clients",
-"open", "cut", "clients_cut", "returned", "cut_after_s"}` (how long each client cut off
-had been subscribed when it found out); `drain` and `report` are for clients that read.
+from its cursors; `--slow-fresh`: subscribing anew, owed nothing) and stops reading
+again; `--slow-stagger S`: each first connects at a random moment within S seconds.
+`state` -> `STATE {"clients", "open", "cut", "clients_cut", "returned", "cut_after_s"}`
+(how long each client cut off had been subscribed when it found out); `drain` and
+`report` are for clients that read.
 
 A report says, for the window: a latency histogram (100 us buckets) of the stamped items
 whose commit time lies in [from_ns, to_ns], frames and items received per 100 ms, and
@@ -676,6 +677,8 @@ class SlowLoadGen(LoadGen):
 
     async def _return(self, client: SlowClient) -> None:
         await asyncio.sleep(self.rng.uniform(*SLOW_RETURN_S))
+        if self.args.slow_fresh:
+            client.streams = {}  # subscribe from now: no cursors, no catch-up
         if await client.open(self.args.url, compression=self.args.compression):
             self.returned += 1
 
@@ -849,6 +852,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--slow-return", action="store_true", help="with --slow: come back when cut off"
+    )
+    parser.add_argument(
+        "--slow-fresh",
+        action="store_true",
+        help="with --slow-return: come back without cursors (no catch-up)",
     )
     args = parser.parse_args()
     if not args.database_url:

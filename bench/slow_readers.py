@@ -86,7 +86,17 @@ SAMPLE_S = 1.0  # how often /metrics and the RSS are read, in both kinds of phas
 # all at once (`--in-step`) they stall, are cut off and come back together, 200 within a
 # second or two, every 9 s: a reconnection storm of its own, which the storm test covers.
 STAGGER_S = 9.0
-IN_STEP_RESULT = "slow_readers_in_step"  # bench/results/<this>.json, beside the main run
+# Variants of the main run, each in bench/results/slow_readers_<name>.json beside it, to
+# tell where the cost of slow readers lies: connected in step, held without ever being
+# cut off (what stalled clients cost), or coming back without cursors (what their
+# catch-ups cost).
+VARIANTS = {
+    "in_step": "the slow readers connected all at once (`--in-step`): 200 cut off and back"
+    " within a second or two, every 9 s",
+    "held": "the slow readers held, never cut off (`--held`: REALTIME_MAX_PENDING_BYTES 1 GiB,"
+    " REALTIME_UNACKED_TIMEOUT_S 600)",
+    "fresh": "the slow readers cut off come back without cursors, so owed no catch-up (`--fresh`)",
+}
 SETTLE_S = 20  # at most this long for the server to release the slow readers' sessions
 NOTICE_S = 3.0  # for the slow readers to notice the last cut-offs before they are asked
 ALONE, SLOW = "alone", "slow"
@@ -97,6 +107,7 @@ class SlowFleet(Fleet):
 
     name = "slowreaders"
     returning = True  # whether one cut off comes back
+    fresh = False  # whether it comes back without cursors
 
     stagger_s = 0.0  # over how long they first connect
 
@@ -104,6 +115,7 @@ class SlowFleet(Fleet):
         return [
             "--slow",
             *(["--slow-return"] if self.returning else []),
+            *(["--slow-fresh"] if self.fresh else []),
             "--slow-stagger",
             str(self.stagger_s),
         ]
@@ -224,6 +236,7 @@ def phase(
     if kind == SLOW:
         slow_fleet = SlowFleet(stack.ws_url, stack.database_url, workdir, args.loadgen_timeout)
         slow_fleet.returning = not args.once
+        slow_fleet.fresh = args.fresh
         slow_fleet.stagger_s = 0.0 if args.in_step else STAGGER_S
         plan = slow_plan(workload.industries, args.slow, args.slow_industries)
         try:
@@ -397,9 +410,9 @@ def summary(phases: list[dict]) -> dict:
 # -- the report section -------------------------------------------------------------------------
 
 
-def _in_step_summary() -> dict | None:
-    """The summary of the last `--in-step` run, if there is one with both kinds of phase."""
-    path = RESULTS / f"{IN_STEP_RESULT}.json"
+def _variant_summary(name: str) -> dict | None:
+    """The summary of the last run of a variant, if there is one with both kinds of phase."""
+    path = RESULTS / f"slow_readers_{name}.json"
     if not path.exists():
         return None
     summary = json.loads(path.read_text()).get("summary")
@@ -486,15 +499,17 @@ def report_section(data: dict) -> list[str]:
             + f"; web RSS {s[SLOW]['rss_max_mb']} MB at most, {s[ALONE]['rss_max_mb']} MB"
             f" alone | {verdict(s['readers_cut'] == s['slow_readers'])} |",
         ]
-        in_step = _in_step_summary()
-        if in_step is not None:
-            by_round = ", ".join(f"{r:.2f}x" for r in in_step["p99_ratio_by_round"])
+        for name, label in VARIANTS.items():
+            variant = _variant_summary(name)
+            if variant is None:
+                continue
+            by_round = ", ".join(f"{r:.2f}x" for r in variant["p99_ratio_by_round"])
             lines.append(
-                f"| the same, the slow readers connected all at once (`--in-step`): 200 cut off"
-                " and back within a second or two, every 9 s | (a storm of its own) |"
-                f" {_ms(in_step[SLOW]['p99_ms'])} ms against {_ms(in_step[ALONE]['p99_ms'])} ms"
-                f" alone: {in_step['p99_ratio']:.2f}x (medians of {in_step[ALONE]['rounds']};"
-                f" by round {by_round}); {in_step['lost']} lost | |"
+                f"| the same, {label} | (to tell where the cost lies) |"
+                f" {_ms(variant[SLOW]['p99_ms'])} ms against {_ms(variant[ALONE]['p99_ms'])} ms"
+                f" alone: {variant['p99_ratio']:.2f}x (medians of {variant[ALONE]['rounds']};"
+                f" by round {by_round}); {variant['lost']} lost, {variant['cut_off']:,} closes"
+                " with 4413 | |"
             )
         lines.append("")
     lines += [
@@ -596,6 +611,14 @@ def main() -> None:
     )
     parser.add_argument("--once", action="store_true", help="slow readers cut off stay away")
     parser.add_argument(
+        "--held",
+        action="store_true",
+        help="slow readers are never cut off (REALTIME_MAX_PENDING_BYTES 1 GiB)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="slow readers cut off come back without cursors"
+    )
+    parser.add_argument(
         "--in-step",
         action="store_true",
         help=f"slow readers connect all at once (default: over {STAGGER_S:g} s)",
@@ -622,6 +645,13 @@ def main() -> None:
     args.web_env = {}
     if args.pending_bytes:
         args.web_env["REALTIME_MAX_PENDING_BYTES"] = str(args.pending_bytes)
+    variants = [name for name in ("in_step", "held", "fresh") if getattr(args, name)]
+    if len(variants) > 1 or (variants and (args.once or args.pending_bytes)):
+        sys.exit("--in-step, --held and --fresh go alone (not with --once or --pending-bytes)")
+    if args.held:
+        # Neither the server nor the kernel ends them: what held, stalled clients cost.
+        args.web_env["REALTIME_MAX_PENDING_BYTES"] = str(1 << 30)
+        args.web_env["REALTIME_UNACKED_TIMEOUT_S"] = "600"
     if uvicorn_missing():
         sys.exit("uvicorn is not installed: pip install 'uvicorn[standard]>=0.30,<1'")
 
@@ -643,6 +673,7 @@ def main() -> None:
         "rate": args.rate,
         "rounds": args.rounds,
         "once": args.once,
+        "variant": variants[0] if variants else None,
         "stagger_s": 0.0 if args.in_step else STAGGER_S,
         "slow_industries": args.slow_industries,
         "warmup_s": args.warmup,
@@ -653,7 +684,8 @@ def main() -> None:
         "phases": phases,
         "errors": errors,
     }
-    path = result_write(IN_STEP_RESULT if args.in_step else "slow_readers", data)
+    name = f"slow_readers_{variants[0]}" if variants else "slow_readers"
+    path = result_write(name, data)
     s = data["summary"]
     if s:
         print(
