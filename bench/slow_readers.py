@@ -137,10 +137,12 @@ def web_figures(port: int) -> dict | None:
             text = response.read().decode()
     except (OSError, ValueError):
         return None
-    out = {"slow_client": 0.0, "connections": 0.0}
+    out = {"slow_client": 0.0, "connections": 0.0, "lag": {}}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "carbon_realtime_sessions_ended_total":
+            if sample.name == "carbon_event_loop_lag_seconds_bucket":
+                out["lag"][sample.labels["le"]] = sample.value
+            elif sample.name == "carbon_realtime_sessions_ended_total":
                 if sample.labels.get("reason") == "slow_client":
                     out["slow_client"] += sample.value
             elif sample.name == "carbon_realtime_process_connections":
@@ -177,6 +179,32 @@ class Sampler:
     def __exit__(self, *exc) -> None:
         self.done.set()
         self.thread.join(10)
+
+
+def loop_lag(samples: list[dict]) -> dict | None:
+    """How late the web process's event loop ran its 50 ms timer over the samples
+    (carbon_event_loop_lag_seconds): wakeups, the share later than 5 and 10 ms, and the
+    bucket bound under which 99% fell."""
+    answered = [s["lag"] for s in samples if s.get("lag")]
+    if len(answered) < 2:
+        return None
+    first, last = answered[0], answered[-1]
+    bounds = sorted(last, key=float)
+    counts = {le: last[le] - first.get(le, 0.0) for le in bounds}
+    total = counts["+Inf"]
+    if not total:
+        return None
+
+    def later_than(seconds: str) -> float:
+        return round(100 * (1 - counts[seconds] / total), 2)
+
+    p99 = next(le for le in bounds if counts[le] >= 0.99 * total)
+    return {
+        "wakeups": int(total),
+        "over_5ms_pct": later_than("0.005"),
+        "over_10ms_pct": later_than("0.01"),
+        "p99_under_ms": None if p99 == "+Inf" else round(float(p99) * 1000),
+    }
 
 
 def cutoffs(samples: list[dict], before: float, since: float) -> dict:
@@ -281,6 +309,7 @@ def phase(
         round=round_no,
         cutoffs=cutoffs(samples, before["slow_client"], subscribed_at),
         rss_kb_max=max(rss, default=cell["web_rss_kb"]),
+        loop_lag=loop_lag(samples),
         metrics_unanswered=sum(1 for s in samples if s.get("unanswered")),
         # (seconds from the slow readers' subscription, cut-offs, connections, RSS MB)
         samples=[
@@ -311,6 +340,8 @@ def phase_line(cell: dict) -> str:
     )
     if cell.get("web_gc"):
         text += f" gc={cell['web_gc']}"
+    if cell.get("loop_lag"):
+        text += f" lag={cell['loop_lag']}"
     slow = cell["slow"]
     if slow:
         text += (
@@ -521,13 +552,16 @@ def report_section(data: dict) -> list[str]:
         " every slow reader had subscribed); *found cut off* is what the slow readers saw"
         " (each checks once a second), and *after* how long one had been subscribed by then,"
         " median / max; *held at end* the slow readers the server still held when the phase"
-        " ended. Web RSS at the end of the phase / the most seen during it.",
+        " ended. Web RSS at the end of the phase / the most seen during it. *Loop late*: the"
+        " share of the web process's event-loop wakeups, due every 50 ms, that ran more than"
+        " 5 and 10 ms late (`carbon_event_loop_lag_seconds`): how long a frame ready then"
+        " waited for the process before its delivery could start.",
         "",
         "| phase | round | p50 ms | p95 ms | p99 ms | max ms | deliveries/s | lost | dup |"
         " gaps | slow readers | 4413 | first 4413 | found cut off | after | came back |"
-        " held at end | web RSS end / max | CPU web / machine |",
+        " held at end | web RSS end / max | CPU web / machine | loop late > 5 / 10 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        " ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        " ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for c in data["phases"]:
         slow = c["slow"]
@@ -544,7 +578,7 @@ def report_section(data: dict) -> list[str]:
             f" {_ms(c['max_ms'])} | {c['deliveries_per_s']:,} | {c['lost']} |"
             f" {c['duplicates']} | {c['gaps']} | {slow_cols} |"
             f" {c['web_rss_kb'] / 1024:.0f} / {c['rss_kb_max'] / 1024:.0f} MB |"
-            f" {c['cpu_cores']['web']} / {c['cpu_cores']['machine']} |"
+            f" {c['cpu_cores']['web']} / {c['cpu_cores']['machine']} | {_lag(c.get('loop_lag'))} |"
         )
     if s:
         for kind, name in ((ALONE, "(a)"), (SLOW, "(b)")):
@@ -552,10 +586,17 @@ def report_section(data: dict) -> list[str]:
             lines.append(
                 f"| **median {name}** | | {_ms(k['p50_ms'])} | {_ms(k['p95_ms'])} |"
                 f" {_ms(k['p99_ms'])} | {_ms(k['max_ms'])} | | | | | | | | | | | |"
-                f" {k['rss_mb']} / {k['rss_max_mb']} MB | {k['web_cpu']} |"
+                f" {k['rss_mb']} / {k['rss_max_mb']} MB | {k['web_cpu']} | |"
             )
     lines += ["", *notes(data), ""]
     return lines
+
+
+def _lag(lag: dict | None) -> str:
+    """The share of the event loop's 50 ms wakeups later than 5 and 10 ms."""
+    if not lag:
+        return "-"
+    return f"{lag['over_5ms_pct']:.1f}% / {lag['over_10ms_pct']:.1f}%"
 
 
 def _s(value) -> str:

@@ -37,6 +37,7 @@ from realtime.control import (
 )
 from realtime.follower import ContextFollower, OutFrame
 from realtime.groups import SYSTEM_GROUP, context_group
+from realtime.metrics import LOOP_LAG_PROBE_S, event_loop_lag
 from realtime.services import (
     connections_close,
     connections_of_stopped_processes_delete,
@@ -122,6 +123,7 @@ class Hub:
         self._head: tuple[float, int] | None = None
         self.touch_task: asyncio.Task | None = None
         self.head_check_task: asyncio.Task | None = None
+        self.loop_lag_task: asyncio.Task | None = None
         # Sessions whose active_connections rows wait to be deleted (release_row).
         self.rows_released: set[str] = set()
         self.release_task: asyncio.Task | None = None
@@ -164,6 +166,8 @@ class Hub:
             self.head_check_task = asyncio.create_task(
                 self._head_check_loop(), name="realtime-head-check"
             )
+        if self.loop_lag_task is None or self.loop_lag_task.done():
+            self.loop_lag_task = asyncio.create_task(self._loop_lag_loop(), name="realtime-lag")
         if not self.process_tasks:
             self.process_tasks = [asyncio.create_task(task(self)) for task in _process_tasks]
 
@@ -220,6 +224,14 @@ class Hub:
             # session and server protocol) until the next beat, long after it closed on
             # a process that has gone idle.
             del consumer
+
+    async def _loop_lag_loop(self) -> None:
+        """Measure how late the event loop runs a timer (carbon_event_loop_lag_seconds)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_LAG_PROBE_S
+            await asyncio.sleep(LOOP_LAG_PROBE_S)
+            event_loop_lag.observe(max(0.0, loop.time() - due))
 
     async def _touch_loop(self) -> None:
         """Refresh last_seen of this process's connections in one statement per period."""

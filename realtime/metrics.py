@@ -8,6 +8,7 @@ import logging
 import weakref
 from collections import Counter
 
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -30,6 +31,17 @@ sessions_ended: Counter[str] = Counter()
 # above the open connections is what an ended connection left behind (a reference cycle
 # waits for a full garbage collection, which the tuned collector makes rare).
 websocket_states: weakref.WeakSet = weakref.WeakSet()
+
+# How late the process's event loop ran a timer due every LOOP_LAG_PROBE_S: what a frame
+# ready to deliver at that moment waited for the loop (other connections' work, a garbage
+# collection, the database thread holding the GIL). Deliveries' own latency is the
+# clients' to measure; this says whether the process is why it grew.
+LOOP_LAG_PROBE_S = 0.05
+event_loop_lag = Histogram(
+    "carbon_event_loop_lag_seconds",
+    f"How late this server process's event loop woke a timer due every {LOOP_LAG_PROBE_S} s",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 # Which limit refused: the label values of carbon_realtime_rate_limited_total.
 LIMIT_WS_MESSAGES = "websocket_messages"

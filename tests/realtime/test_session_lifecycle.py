@@ -185,3 +185,25 @@ async def test_hostile_ack_seq_is_refused(client):
         assert error["code"] == "invalid_message"
     await client.send_json_to({"type": "ping"})
     assert (await receive_until(client, "pong"))["type"] == "pong"
+
+
+def _loop_lag_counts() -> dict[str, float]:
+    """carbon_event_loop_lag_seconds: observations at or under each bucket bound."""
+    samples = metrics.event_loop_lag.collect()[0].samples
+    return {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")}
+
+
+async def test_a_blocked_event_loop_shows_in_the_lag_histogram(world):
+    """The hub's probe wakes every 50 ms: a loop held for 100 ms makes one wakeup at least
+    50 ms late, counted above the 20 ms bound; a free loop's wakeups are counted too."""
+    client, connected, _ = await connect()  # starts the hub, and its probe
+    assert connected
+    await asyncio.sleep(0.3)
+    before = _loop_lag_counts()
+    time.sleep(0.1)  # what a long callback does to every other task of the process
+    await asyncio.sleep(0.3)
+    after = _loop_lag_counts()
+    late = (after["+Inf"] - after["0.02"]) - (before["+Inf"] - before["0.02"])
+    assert late >= 1
+    assert after["+Inf"] - before["+Inf"] >= 4
+    await client.disconnect()
