@@ -4,6 +4,7 @@ contexts."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import time
@@ -118,12 +119,31 @@ def maintenance_current() -> Maintenance:
     return state
 
 
+# The read of the cache's refresh in flight: every connection that finds the cache stale
+# meanwhile waits for it instead of queueing a read of its own on the one database
+# thread (in a reconnect storm, hundreds did, every MAINTENANCE_CACHE_S).
+_refreshing: asyncio.Task | None = None
+
+
 async def maintenance_current_async() -> Maintenance:
-    """Maintenance mode through this process's cache; no thread hop when it is fresh."""
+    """Maintenance mode through this process's cache; no thread hop when it is fresh,
+    and one for all callers when it is not."""
+    global _refreshing
     state = _cached()
-    if state is None:
-        state = await sync_to_async(maintenance_read, thread_sensitive=True)()
-        maintenance_cache_set(state)
+    if state is not None:
+        return state
+    task = _refreshing
+    if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+        task = _refreshing = asyncio.ensure_future(_maintenance_refresh(_cache))
+    # Shielded: a caller that goes away does not cancel the others' read.
+    return await asyncio.shield(task)
+
+
+async def _maintenance_refresh(before: tuple[float, Maintenance] | None) -> Maintenance:
+    state = await sync_to_async(maintenance_read, thread_sensitive=True)()
+    if _cache is not before and _cache is not None:
+        return _cache[1]  # replaced meanwhile by a switch's newer state: that one holds
+    maintenance_cache_set(state)
     return state
 
 

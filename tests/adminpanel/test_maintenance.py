@@ -2,12 +2,15 @@
 audit, what existing and new connections get on every transport, and the publisher
 holding back non-critical fan-out with nothing lost when maintenance ends."""
 
+import asyncio
 import datetime as dt
 
 import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
+from django_prometheus.db import metrics
 
+from adminpanel import selectors
 from adminpanel.models import AuditAction, AuditEntry
 from adminpanel.selectors import Maintenance, maintenance_read
 from adminpanel.services import maintenance_switch
@@ -334,3 +337,25 @@ async def test_an_open_sse_stream_stays_and_hears_both_switches(world):
         assert not stream.ended
     finally:
         await stream.close()
+
+
+async def test_a_stale_maintenance_cache_costs_one_read_however_many_connect_meanwhile():
+    """A reconnect storm finds the cache stale every MAINTENANCE_CACHE_S: the connections
+    arriving meanwhile share one read instead of queueing one each on the database
+    thread; and a switch that lands during the read is not overwritten by it."""
+    selectors._cache = None
+    before = _queries_executed()
+    states = await asyncio.gather(*(selectors.maintenance_current_async() for _ in range(50)))
+    assert _queries_executed() - before == 1
+    assert {state.active for state in states} == {False}
+
+    selectors._cache = None
+    refresh = asyncio.ensure_future(selectors.maintenance_current_async())
+    await asyncio.sleep(0)  # the read is on its way
+    selectors.maintenance_cache_set(Maintenance(active=True, message="switched meanwhile"))
+    assert (await refresh).active is True
+    assert selectors._cached().message == "switched meanwhile"
+
+
+def _queries_executed() -> float:
+    return metrics.execute_total.labels("default", "postgresql")._value.get()
