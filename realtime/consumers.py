@@ -13,7 +13,6 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -27,8 +26,12 @@ from realtime.metrics import (
     maintenance_refusal_count,
     rate_limited_count,
 )
-from realtime.services import connections_at_address
-from realtime.session import LiveSession, TooManySubscriptions
+from realtime.session import (
+    OVER_ADDRESS_CAP,
+    TRANSPORT_REFUSED,
+    LiveSession,
+    TooManySubscriptions,
+)
 from realtime.sockets import server_connection
 
 logger = logging.getLogger(__name__)
@@ -157,17 +160,6 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 code=protocol.CLOSE_UNAVAILABLE, reason=f"retry_after={maintenance.retry_hint()}"
             )
             return
-        address = client_address(self.scope)
-        if await database_sync_to_async(connections_at_address)(address=address) >= (
-            settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
-        ):
-            rate_limited_count(LIMIT_WS_CONNECTIONS)
-            await self.accept()
-            await self.close(
-                code=protocol.CLOSE_RATE_LIMITED,
-                reason=f"retry_after={settings.REALTIME_CONNECTION_RETRY_S}",
-            )
-            return
         await self.accept()
         self.session = LiveSession(
             user=self.scope.get("user"),
@@ -186,12 +178,18 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.keepalive_armed = False
         self.last_message_at = asyncio.get_running_loop().time()
         self.session.on_transport_refused = self._transport_refused
-        if not await self.session.policy_load():
+        await self.session.hub.start()
+        refused = await self.session.open()
+        if refused == OVER_ADDRESS_CAP:
+            rate_limited_count(LIMIT_WS_CONNECTIONS)
+            await self._close_socket(
+                protocol.CLOSE_RATE_LIMITED, f"retry_after={settings.REALTIME_CONNECTION_RETRY_S}"
+            )
+            return
+        if refused == TRANSPORT_REFUSED:
             await self._transport_refused()
             return
-        await self.session.hub.start()
-        await self.session.open()
-        if self.session.closed:
+        if refused is not None or self.session.closed:
             return
         self.session.hub.transports.add(self)
         self.heartbeat_schedule()

@@ -18,6 +18,7 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +36,7 @@ from changes.selectors import (
     change_log_state,
     changes_since,
 )
-from preferences.selectors import ClientPolicy, context_category
+from preferences.selectors import ClientPolicy, client_policy_resolve, context_category
 from realtime import protocol
 from realtime.access import audience_of, contexts_authorize
 from realtime.control import client_key
@@ -43,8 +44,13 @@ from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
 from realtime.metrics import session_ended_count
 from realtime.outbox import Outbox
-from realtime.policy import FREE_RULE, ContextRule, client_policy_load, client_policy_rules
-from realtime.services import connection_close, connection_contexts_set, connection_open
+from realtime.policy import FREE_RULE, ContextRule, client_policy_rules
+from realtime.services import (
+    connection_close,
+    connection_contexts_set,
+    connection_open,
+    connections_at_address,
+)
 from realtime.sockets import ServerConnection
 
 logger = logging.getLogger(__name__)
@@ -352,26 +358,43 @@ class LiveSession:
 
     # -- client requests ------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Resolve the refresh policy, record the connection (active_connections) and
-        send `hello`."""
-        if self.client_policy is None:
-            await self.policy_load()
-        state = await database_sync_to_async(_opened)(
+    async def open(self) -> str | None:
+        """`admit`, then `hello`. Returns why the connection was refused, or None."""
+        admission = await self.admit()
+        if admission.refused is None and admission.state is not None:
+            await self.hello(admission.state)
+        return admission.refused
+
+    async def admit(self) -> Admission:
+        """Admit the connection and record it, in one trip to the database thread (a
+        WebSocket's set-up made three, a stream's five): the per-address cap
+        (REALTIME_MAX_CONNECTIONS_PER_ADDRESS), the client's refresh policy (a policy that
+        does not allow this transport refuses it; a paused preference starts it paused),
+        its active_connections row and the log's state for `hello`. A refused connection
+        records nothing; the transport tells the client why. Maintenance is the
+        transport's to check first (from the process's cache, without a trip)."""
+        admission = await database_sync_to_async(_admitted)(
             session=self.id,
             transport=self.transport,
             user=self.user,
             audience=self.audience,
             client_address=self.client_address,
             user_agent=self.user_agent,
+            session_key=self.session_key,
         )
+        if admission.policy is not None:
+            self._policy_set(admission.policy)
+            if admission.policy.preferences.paused:
+                self.paused = True
+        if admission.refused is not None:
+            return admission
         if self.closed:
             # Ended while the row was being written: take it back, hold nothing.
             await database_sync_to_async(connection_close)(session=self.id)
-            return
+            return Admission(refused=GONE)
         self.tracked = True
         self.hub.sessions.add(self)
-        await self.hello(state)
+        return admission
 
     async def hello(self, state: LogState) -> None:
         await self.send(
@@ -385,15 +408,6 @@ class LiveSession:
         )
 
     # -- the refresh policy -----------------------------------------------------------------
-
-    async def policy_load(self) -> bool:
-        """Resolve the client's effective policy and hold the session to it (a paused
-        preference starts it paused); False if the policy does not allow this transport."""
-        resolved = await client_policy_load(user=self.user, session_key=self.session_key)
-        self._policy_set(resolved)
-        if resolved.preferences.paused:
-            self.paused = True
-        return resolved.transport_allowed(self.transport)
 
     def _policy_set(self, resolved: ClientPolicy) -> None:
         policy = resolved.policy
@@ -663,10 +677,32 @@ class LiveSession:
         )
 
 
-def _opened(**row) -> LogState:
-    """connection_open, then the log's state for `hello`: one trip to the database thread."""
+# Why `admit` refused a connection.
+OVER_ADDRESS_CAP = "over_address_cap"
+TRANSPORT_REFUSED = "transport_not_allowed"
+GONE = "gone"  # the connection ended while it was being admitted
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What `admit` found: why the connection is refused (None: admitted), the client's
+    policy, and the log's state when it was recorded."""
+
+    refused: str | None = None
+    policy: ClientPolicy | None = None
+    state: LogState | None = None
+
+
+def _admitted(*, session_key: str | None, **row) -> Admission:
+    """LiveSession.admit's trip to the database thread."""
+    cap = settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
+    if connections_at_address(address=row["client_address"]) >= cap:
+        return Admission(refused=OVER_ADDRESS_CAP)
+    policy = client_policy_resolve(user=row["user"], session_key=session_key)
+    if not policy.transport_allowed(row["transport"]):
+        return Admission(refused=TRANSPORT_REFUSED, policy=policy)
     connection_open(**row)
-    return change_log_state()
+    return Admission(policy=policy, state=change_log_state())
 
 
 def _state_tracked(*, session: str | None, contexts: list[str]) -> LogState:

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
@@ -45,7 +44,6 @@ from django.conf import settings
 from adminpanel.selectors import maintenance_refusing
 from changes.contexts import InvalidContext, context_normalize
 from changes.publisher import json_dumps
-from changes.selectors import change_log_state
 from config.errors import error_body
 from realtime import protocol
 from realtime.consumers import client_address, header, scope_session_key
@@ -56,9 +54,12 @@ from realtime.metrics import (
     maintenance_refusal_count,
     rate_limited_count,
 )
-from realtime.policy import transport_permitted
-from realtime.services import connections_at_address
-from realtime.session import LiveSession, TooManySubscriptions
+from realtime.session import (
+    OVER_ADDRESS_CAP,
+    TRANSPORT_REFUSED,
+    LiveSession,
+    TooManySubscriptions,
+)
 from realtime.sockets import server_connection
 
 logger = logging.getLogger(__name__)
@@ -354,29 +355,6 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                 [(b"retry-after", str(maintenance.retry_hint()).encode())],
             )
         address = client_address(self.scope)
-        if await database_sync_to_async(connections_at_address)(address=address) >= (
-            settings.REALTIME_MAX_CONNECTIONS_PER_ADDRESS
-        ):
-            rate_limited_count(LIMIT_SSE_CONNECTIONS)
-            retry = str(settings.REALTIME_CONNECTION_RETRY_S).encode()
-            raise StreamRefused(
-                429,
-                protocol.RATE_LIMITED,
-                "Too many live connections from this address.",
-                [(b"retry-after", retry)],
-            )
-
-        if not await transport_permitted(user=self.scope.get("user"), transport="sse"):
-            raise StreamRefused(
-                403,
-                protocol.TRANSPORT_NOT_ALLOWED,
-                "Your refresh policy does not allow Server-Sent Events.",
-            )
-
-        await self.send_headers(status=200, headers=STREAM_HEADERS)
-        self.streaming = True
-        await self._write(f"retry: {RETRY_MS}\n\n".encode())
-
         self.session = LiveSession(
             user=self.scope.get("user"),
             send=self._session_send,
@@ -394,18 +372,39 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         # The policy may stop allowing SSE while the stream is open: end it (the browser
         # reconnects after `retry` and is refused with 403).
         self.session.on_transport_refused = self._end
+        await hub.start()
+        admission = await self.session.admit()
+        if admission.refused == OVER_ADDRESS_CAP:
+            rate_limited_count(LIMIT_SSE_CONNECTIONS)
+            retry = str(settings.REALTIME_CONNECTION_RETRY_S).encode()
+            raise StreamRefused(
+                429,
+                protocol.RATE_LIMITED,
+                "Too many live connections from this address.",
+                [(b"retry-after", retry)],
+            )
+        if admission.refused == TRANSPORT_REFUSED:
+            raise StreamRefused(
+                403,
+                protocol.TRANSPORT_NOT_ALLOWED,
+                "Your refresh policy does not allow Server-Sent Events.",
+            )
+        if admission.refused is not None or admission.state is None:
+            return
+
+        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        self.streaming = True
+        await self._write(f"retry: {RETRY_MS}\n\n".encode())
         # Before `hello` names the session: a subscribe sent as soon as the client
         # knows the session id must find the group.
         self.group = session_group(self.session.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await hub.start()
-        await self.session.open()
+        await self.session.hello(admission.state)
         if self.session.closed:
             return
         hub.transports.add(self)
 
-        state = await database_sync_to_async(change_log_state)()
-        since, epoch = self._starting_points(request, state)
+        since, epoch = self._starting_points(request, admission.state)
         try:
             await self.session.subscribe(request.contexts, since=since, epoch=epoch)
         except TooManySubscriptions as exc:  # the query was counted; only a race gets here

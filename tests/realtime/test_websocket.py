@@ -394,6 +394,11 @@ async def test_connections_per_address_are_limited(world, settings):
     assert connected  # accepted, then told why it is closed
     closed = await second.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4429, "reason": "retry_after=30"}
+    # Refused in the same trip that would have recorded it: only the first has a row.
+    rows = await db(
+        "SELECT count(*) FROM active_connections WHERE client_address = %s", ["203.0.113.9"]
+    )
+    assert rows == [(1,)]
     await first.disconnect()
 
 
