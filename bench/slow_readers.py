@@ -621,6 +621,17 @@ def notes(data: dict) -> list[str]:
             " server's buffers stay bounded, but that client gets no close frame and no reset"
             " (it learns when it next sends) and /metrics counts no `slow_client`."
         )
+    held = _variant_summary("held")
+    if s and held and not data.get("variant"):
+        cycles = s["cut_off"] / max(1, s["slow_readers"] / data["slow"]) / data["seconds_s"]
+        out.append(
+            f"- Where the cost lies: held without ever being cut off, the same slow readers"
+            f" leave the normal clients' p99 at {held['p99_ratio']:.2f}x; cut off and coming"
+            f" back (about {cycles:.0f} a second) at {s['p99_ratio']:.2f}x. What costs is the"
+            " cycle (a new connection's set-up, its catch-up, and live frames sent to it"
+            " until it stalls again), not stalled clients. The event loop's lateness"
+            " column shows it: the process's loop runs late more often with them."
+        )
     unanswered = sum(c["metrics_unanswered"] for c in data["phases"])
     if unanswered:
         out.append(f"- /metrics did not answer within 2 s {unanswered} times.")
