@@ -39,8 +39,17 @@ connections) and its RSS are read: how many slow readers it cut off and when, co
 the moment they had all subscribed; each slow reader also notes how long it had been
 subscribed when it found itself cut off.
 
+The web process's event loop lateness (`carbon_event_loop_lag_seconds`) is read with
+them: the share of its 50 ms timer's wakeups that ran more than 5 and 10 ms late.
+
+Variants, each written beside the main run and reported in its table, tell where the
+cost lies: `--in-step` (the slow readers connect all at once, so they are cut off and
+come back together), `--held` (never cut off: what stalled clients cost) and `--fresh`
+(they come back without cursors: what their catch-ups cost).
+
     python -m bench.slow_readers            # 1,000 normal, 200 slow, 200 changes/s, 3 rounds
     python -m bench.slow_readers --quick    # 200 normal, 50 slow, 200 changes/s, 1 round
+    python -m bench.slow_readers --held     # (or --in-step, --fresh) a variant
 """
 
 from __future__ import annotations
