@@ -393,10 +393,15 @@ class LiveSession:
             await database_sync_to_async(connection_close)(session=self.id)
             return Admission(refused=GONE)
         self.tracked = True
-        self.hub.sessions.add(self)
         return admission
 
     async def hello(self, state: LogState) -> None:
+        """Send `hello`; from then on the session also takes what goes to every session
+        (announcements, maintenance, control messages), never before it (an SSE stream
+        has not even sent its headers between `admit` and `hello`)."""
+        if self.closed:
+            return
+        self.hub.sessions.add(self)
         await self.send(
             protocol.hello(
                 session=self.id,
