@@ -361,7 +361,7 @@ class LiveSession:
     async def open(self) -> str | None:
         """`admit`, then `hello`. Returns why the connection was refused, or None."""
         admission = await self.admit()
-        if admission.refused is None and admission.state is not None:
+        if admission.refused is None:
             await self.hello(admission.state)
         return admission.refused
 
@@ -690,8 +690,8 @@ GONE = "gone"  # the connection ended while it was being admitted
 
 @dataclass(frozen=True)
 class Admission:
-    """What `admit` found: why the connection is refused (None: admitted), the client's
-    policy, and the log's state when it was recorded."""
+    """What `admit` found: why the connection is refused (None: admitted, and then the
+    log's state is there for `hello`), and the client's policy."""
 
     refused: str | None = None
     policy: ClientPolicy | None = None

@@ -389,7 +389,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                 protocol.TRANSPORT_NOT_ALLOWED,
                 "Your refresh policy does not allow Server-Sent Events.",
             )
-        if admission.refused is not None or admission.state is None:
+        if admission.refused is not None:  # gone while being admitted
             return
 
         await self.send_headers(status=200, headers=STREAM_HEADERS)
