@@ -51,6 +51,7 @@ run: install
 test: export REDIS_PREFIX ?= carbon-test-$(shell date +%s%N)
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	@# pytest exits 5 when it collected no tests (say, a -k that matched nothing).
 	@$(EMBEDDED) sh -c '$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 		if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status'
@@ -68,6 +69,8 @@ bench-quick: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# The layers of docs/architecture.md (contracts in pyproject.toml).
+	$(BIN)/lint-imports --no-cache
 
 migrate: install
 	@$(EMBEDDED) $(BIN)/python manage.py migrate --noinput

@@ -8,8 +8,9 @@ class AdminpanelConfig(AppConfig):
     def ready(self) -> None:
         from prometheus_client import REGISTRY
 
-        # Registers the monitor's hub task and the process handlers (maintenance, monitor).
-        from adminpanel import handlers, monitor  # noqa: F401
+        # Registers the monitor's hub task, the process handlers (maintenance, monitor) and
+        # the publisher's hooks (maintenance, metrics).
+        from adminpanel import handlers, monitor, publishing  # noqa: F401
         from adminpanel.metrics import OperatorsCollector
 
         # ready() can run twice (test runners); register the collector once.

@@ -11,6 +11,9 @@ routes and each context's head, marks the changes processed and commits. Only th
 
 A publisher killed before its commit loses nothing: the claim rolls back with it and
 the next run publishes the same changes.
+
+What the apps above do with a batch (notifications, the maintenance switch, benchmark
+recomputes, metrics, the fan-out itself) they register on changes/hooks.py.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from django.db import connection, transaction
 
 from changes.aggregates import PLATFORM, AggregateDeltas, AggregateKey
 from changes.contexts import OVERVIEW, industry_context
+from changes.hooks import Batch, batch_read_run, batch_write_run, frames_send
 from changes.items import (
     BatchMessage,
     CapturedChange,
@@ -76,11 +80,9 @@ class PublishResult:
     frames: list[Frame] = field(default_factory=list)
     # Industries (ids) whose emission records changed: their benchmarks are due.
     industries_touched: set[str] = field(default_factory=set)
-    # Notifications the batch created (notifications.messages.Delivery), sent after the
-    # frames once the batch committed.
-    notifications: list[dict] = field(default_factory=list)
-    # Maintenance mode was on when the batch was published (frames_to_fan_out).
-    maintenance: bool = False
+    # What the apps' batch hooks returned, by hook name (changes/hooks.py): the
+    # notifications the batch created, whether maintenance was on.
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def json_loads(text: str | None) -> Any:
@@ -316,14 +318,6 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
         changes = [captured_change_from_row(row) for row in rows[:limit]]
         if not changes:
             return PublishResult()
-        # Read under the lock, which the maintenance switch takes too (adminpanel).
-        from adminpanel.selectors import maintenance_active_locked
-
-        maintenance = maintenance_active_locked(cursor)
-
-        # Imported here: notifications uses this module's json_dumps.
-        from notifications.services import batch_notifications_create, batch_ranking_before
-
         slugs = industry_slugs()
         rules = significance_rules()
         threshold = _top_thresholds(cursor, rules["top_rank"])
@@ -347,8 +341,9 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
                 if company_id
             }
         )
-        # The industries' rankings as they were, before the latest totals move.
-        ranking = batch_ranking_before(cursor, changes=changes)
+        # The apps' reads of the state as it was, before the batch moves anything.
+        batch = Batch(cursor=cursor, changes=changes, slugs=slugs)
+        batch_read_run(batch)
         if companies:
             cursor.execute("SELECT company_latest_refresh(%s::uuid[])", [companies])
 
@@ -413,9 +408,8 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             items.sort(key=lambda item: item["seq"])
         frames = _frames_build(cursor, routed, settings.PUBLISHER_FRAME_MAX_ITEMS)
 
-        notifications = batch_notifications_create(
-            cursor, changes=changes, slugs=slugs, ranking=ranking, now=now
-        )
+        batch.now, batch.aggregates = now, aggregates
+        batch_write_run(batch)
         seq_to = max(c.seq for c in [*changes, *aggregates])
         change_log_state_ensure(cursor)
         cursor.execute(
@@ -436,8 +430,7 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             has_more=has_more,
             lag_ms=(now - oldest).total_seconds() * 1000,
             frames=frames,
-            notifications=notifications,
-            maintenance=maintenance,
+            extras=batch.extras,
         )
 
 
@@ -448,24 +441,7 @@ def changes_pending() -> bool:
         return cursor.fetchone()[0]
 
 
-def frames_to_fan_out(result: PublishResult) -> list[Frame]:
-    """The frames of a batch to send: all of them, or while maintenance is on only those
-    that carry a critical change. The others are committed like any batch; receivers read
-    them from the log when the next frame of their context shows the gap (its prev_seq)
-    or when maintenance ends (every hub then compares its contexts with the heads)."""
-    if not result.maintenance:
-        return result.frames
-    return [
-        frame
-        for frame in result.frames
-        if any(item.get("significance") == "critical" for item in frame.message["changes"])
-    ]
-
-
 async def frames_fan_out(frames: list[Frame]) -> None:
-    """Send each frame to its context group, once, after the batch committed."""
-    if not frames:
-        return
-    from realtime.broadcast import batch_frames_send
-
-    await batch_frames_send(frames)
+    """Send each frame to its context group, once, after the batch committed (by the
+    registered sender: realtime's broadcast)."""
+    await frames_send(frames)

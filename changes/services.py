@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 
+from changes.hooks import after_batch_run, after_fan_out_run, frames_filtered
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
 from changes.publisher import (
     PUBLISHER_LOCK_KEY,
@@ -18,7 +18,6 @@ from changes.publisher import (
     change_batch_publish,
     change_log_state_ensure,
     frames_fan_out,
-    frames_to_fan_out,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,89 +136,23 @@ def change_log_prune(*, older_than: dt.timedelta | None = None, batch: int | Non
             return deleted
 
 
-# Industries this process has scheduled a recompute for, and until when (monotonic):
-# the recompute runs at the end of the window and reads every change committed before
-# it, so until shortly before then nothing needs asking Redis again. At 200 changes/s a
-# batch touches most industries, and a cache.add round trip for each was a fifth of the
-# publisher's time.
-_benchmarks_due_until: dict[str, float] = {}
-
-
-def benchmarks_schedule(*, industry_ids: set[str]) -> None:
-    """Queue a benchmark recompute per industry, at most one per debounce window."""
-    if not industry_ids:
-        return
-    from django.core.cache import cache
-
-    from changes.tasks import industry_benchmarks_recompute_task
-
-    window = settings.BENCHMARK_DEBOUNCE_SECONDS
-    now = time.monotonic()
-    for industry_id in sorted(industry_ids):
-        if _benchmarks_due_until.get(industry_id, 0.0) > now:
-            continue
-        # cache.add is atomic in Redis: only the first batch of a window, over every
-        # publisher process, schedules.
-        if not cache.add(f"benchmarks-due:{industry_id}", 1, timeout=window):
-            continue  # another batch (maybe another process) scheduled it
-        try:
-            industry_benchmarks_recompute_task.apply_async(args=[industry_id], countdown=window)
-        except Exception:
-            cache.delete(f"benchmarks-due:{industry_id}")
-            logger.exception("could not queue the benchmark recompute of %s", industry_id)
-            continue
-        # A margin before the task's countdown ends: a change committed after the memo
-        # expires asks Redis again (and schedules the next window if the task ran).
-        _benchmarks_due_until[industry_id] = now + window * 0.9
-
-
-async def notifications_fan_out(deliveries: list[dict]) -> None:
-    """Send a batch's notifications after its frames. A failure is logged, not raised: the
-    batch is published, and notifications that need an acknowledgement are delivered
-    again on reconnect (and carried by polls)."""
-    from notifications.services import notifications_send
-
-    try:
-        await notifications_send(deliveries)
-    except Exception:
-        logger.exception("could not send %d notification(s)", len(deliveries))
-
-
 def publish_and_schedule() -> PublishResult | None:
-    """One publisher run plus the follow-up work it makes due (benchmark recomputes),
-    for callers that fan the frames out themselves afterwards (tests, shells)."""
+    """One publisher run plus its after-batch hooks (metrics, benchmark recomputes), for
+    callers that fan the frames out themselves afterwards (tests, shells)."""
     result = change_batch_publish()
-    follow_up_schedule(result)
+    after_batch_run(result, None)
     return result
 
 
-def follow_up_schedule(result: PublishResult | None, *, sent_frames: int | None = None) -> None:
-    """Count the batch in the publisher's metrics and queue the benchmark recomputes it
-    makes due.
-
-    Called after the batch committed (and, on the live path, after its frames went out:
-    up to one Redis round trip per industry touched, which subscribers need not wait
-    for). If Redis is away, scheduling fails and is logged; the batch is unaffected.
-    """
-    from adminpanel.metrics import publisher_batch_record
-
-    publisher_batch_record(result, sent_frames=sent_frames)
-    if result is None or not result.industries_touched:
-        return
-    try:
-        benchmarks_schedule(industry_ids=result.industries_touched)
-    except Exception:
-        logger.exception("could not schedule benchmark recomputes")
-
-
 async def publish_fan_out_schedule() -> PublishResult | None:
-    """The live publisher step: publish one batch, send its frames, then schedule the
-    follow-up work. None when another publisher holds the lock."""
+    """The live publisher step: publish one batch, send its frames, then run the hooks of
+    what follows (changes/hooks.py: notifications, metrics, benchmark recomputes). None
+    when another publisher holds the lock."""
     result = await sync_to_async(change_batch_publish, thread_sensitive=True)()
-    sent = frames_to_fan_out(result) if result is not None else []
+    sent = frames_filtered(result) if result is not None else []
     if sent:
         await frames_fan_out(sent)
-    if result is not None and result.notifications:
-        await notifications_fan_out(result.notifications)
-    await sync_to_async(follow_up_schedule, thread_sensitive=True)(result, sent_frames=len(sent))
+    if result is not None:
+        await after_fan_out_run(result)
+    await sync_to_async(after_batch_run, thread_sensitive=True)(result, len(sent))
     return result

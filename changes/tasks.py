@@ -1,18 +1,15 @@
 """Celery tasks of the change pipeline. Thin: each calls one service."""
 
+from asgiref.sync import async_to_sync
 from celery import shared_task
 
+from changes.hooks import publisher_idle_run
 from changes.services import change_log_prune, publish_fan_out_schedule
-from emissions.services import industry_benchmarks_recompute
 
 
 @shared_task(ignore_result=True)
 def publish_changes_task() -> int:
     """The beat safety net: publish until nothing is pending (or another publisher is)."""
-    from asgiref.sync import async_to_sync
-
-    from adminpanel.metrics import publisher_metrics_flush
-
     published = 0
     try:
         while True:
@@ -24,16 +21,10 @@ def publish_changes_task() -> int:
                 return published
     finally:
         if published:
-            publisher_metrics_flush()
+            publisher_idle_run()
 
 
 @shared_task(ignore_result=True)
 def change_log_prune_task() -> int:
     """Retention: delete published changes older than CHANGE_RETENTION_DAYS."""
     return change_log_prune()
-
-
-@shared_task(ignore_result=True)
-def industry_benchmarks_recompute_task(industry_id: str) -> int:
-    """Recompute one industry's benchmarks (scheduled, debounced, by the publisher)."""
-    return industry_benchmarks_recompute(industry_id=industry_id)

@@ -7,5 +7,5 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the `notification` control handler and the subscribe hook with the
-        # live transports of every server process.
-        from notifications import delivery  # noqa: F401
+        # live transports of every server process, and the publisher's hooks.
+        from notifications import delivery, publishing  # noqa: F401

@@ -8,6 +8,8 @@ class RealtimeConfig(AppConfig):
     def ready(self) -> None:
         from prometheus_client import REGISTRY
 
+        # The publisher's fan-out (changes/hooks.py).
+        from realtime import broadcast  # noqa: F401
         from realtime.metrics import RealtimeCollector
 
         # ready() can run twice (test runners); register the collector once.

@@ -1,4 +1,5 @@
-"""Sending published batches into the channel layer (the publisher's fan-out)."""
+"""Sending published batches into the channel layer: the publisher's fan-out, registered
+as its frames sender (changes/hooks.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from channels.layers import get_channel_layer
 
+from changes.hooks import frames_sender
 from changes.publisher import json_dumps
 from realtime.groups import SYSTEM_GROUP, context_group
 
@@ -35,6 +37,7 @@ def frame_group_message(frame: Frame) -> dict:
     }
 
 
+@frames_sender
 async def batch_frames_send(frames: list[Frame]) -> None:
     """One group_send per frame, in publication order."""
     layer = get_channel_layer()

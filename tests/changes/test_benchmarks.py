@@ -5,7 +5,8 @@ from decimal import Decimal
 import pytest
 
 from changes.publisher import change_batch_publish
-from changes.services import benchmarks_schedule, publish_and_schedule
+from changes.services import publish_and_schedule
+from emissions.publishing import benchmarks_schedule
 from emissions.services import industry_benchmarks_recompute
 from tests.helpers import sql
 

@@ -57,7 +57,7 @@ def test_a_task_sent_from_a_manage_py_process_reaches_a_real_worker(worker_stack
     steel = str(world["steel"])
     assert sql("SELECT count(*) FROM industry_benchmarks") == [(0,)]
     send = (
-        "from changes.tasks import industry_benchmarks_recompute_task as task;"
+        "from emissions.tasks import industry_benchmarks_recompute_task as task;"
         f"task.apply_async(args=[{steel!r}])"
     )
     subprocess.run(

@@ -12,9 +12,9 @@ from django.contrib.sessions.backends.db import SessionStore
 from rest_framework.authtoken.models import Token
 
 from changes.publisher import change_batch_publish, frames_fan_out
-from changes.services import notifications_fan_out
 from notifications.delivery import attempts_flush
 from notifications.models import NotificationReceipt, UpdateNotification
+from notifications.publishing import notifications_fan_out
 from tests.live.conftest import live_stack  # noqa: F401 (the real web server and publisher)
 from tests.realtime.conftest import ORIGIN, connect, receive
 
@@ -35,8 +35,8 @@ async def publish():
     result = await database_sync_to_async(change_batch_publish)()
     if result and result.frames:
         await frames_fan_out(result.frames)
-    if result and result.notifications:
-        await notifications_fan_out(result.notifications)
+    if result:
+        await notifications_fan_out(result)
     return result
 
 

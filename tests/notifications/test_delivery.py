@@ -8,6 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from notifications.models import NotificationReceipt
+from notifications.publishing import batch_notifications
 from tests.notifications.conftest import (
     anonymous_cookie,
     auth,
@@ -53,7 +54,7 @@ async def test_a_significant_change_reaches_its_followers_over_websocket(ready):
     try:
         await move(ready, "acme", 290)  # +40 %: a warning
         result = await publish()
-        [sent] = result.notifications
+        [sent] = batch_notifications(result)
         batch = await follower.until("batch")
         note = await follower.until("notification")
         assert set(note) >= PROTOCOL_FIELDS
@@ -235,8 +236,8 @@ async def test_never_delivered_to_a_session_that_may_not_see_it(ready):
             [ready["acme"]],
         )
         result = await publish()
-        assert {d["audience"] for d in result.notifications} == {"staff"}
-        seen = [await staff.until("notification") for _ in result.notifications]
+        assert {d["audience"] for d in batch_notifications(result)} == {"staff"}
+        seen = [await staff.until("notification") for _ in batch_notifications(result)]
         assert {n["kind"] for n in seen} == {"new_company", "verification_change"}
         assert await public.notifications() == []
         assert await anonymous.notifications() == []
@@ -389,7 +390,7 @@ async def test_a_change_notification_never_sent_to_a_client_is_not_sent_on_conne
     acme = f"company:{ready['acme']}"
     await move(ready, "acme", 400)  # critical, requires acknowledgement
     result = await publish()
-    assert [d["requires_ack"] for d in result.notifications] == [True]
+    assert [d["requires_ack"] for d in batch_notifications(result)] == [True]
     for headers in (auth(key), None):
         client = await live(headers, acme)
         assert await client.notifications() == []

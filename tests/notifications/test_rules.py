@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from changes.publisher import change_batch_publish
 from notifications.models import UpdateNotification
+from notifications.publishing import batch_notifications
 from notifications.services import notifications_prune
 from tests.helpers import sql
 
@@ -53,7 +54,7 @@ def test_a_total_moving_past_the_critical_threshold(world):
     assert note.delivery_attempts == 0 and note.delivered_at is None
     assert note.expires_at > note.created_at and note.target_sessions == []
     # What the publisher hands on for sending is the same notification, encoded.
-    [sent] = result.notifications
+    [sent] = batch_notifications(result)
     frame = json.loads(sent["frame"])
     assert frame["id"] == str(note.id) and frame["type"] == "notification"
     assert sent["audience"] == "public" and sent["context"] == note.context
@@ -71,7 +72,7 @@ def test_a_move_between_the_thresholds_is_a_warning_without_ack(world):
 def test_a_small_move_notifies_nobody(world):
     published(world)
     set_total(world["acme"], 2024, 210)  # +4.5 %
-    assert change_batch_publish().notifications == []
+    assert batch_notifications(change_batch_publish()) == []
     assert notifications() == []
 
 
@@ -190,7 +191,7 @@ def test_rules_are_settings(world, settings):
     }
     set_total(world["acme"], 2024, 900)
     sql("UPDATE companies SET verification_status = 'rejected' WHERE id = %s", [world["beta"]])
-    assert change_batch_publish().notifications == []
+    assert batch_notifications(change_batch_publish()) == []
 
     settings.NOTIFY_RULES = {**settings.NOTIFY_RULES, "total_move_pct": 5, "ack_levels": []}
     set_total(world["acme"], 2024, 1000)  # 922 -> 1022 t: +10.8 %
@@ -200,7 +201,7 @@ def test_rules_are_settings(world, settings):
 
     settings.NOTIFY_ENABLED = False
     set_total(world["acme"], 2024, 5000)
-    assert change_batch_publish().notifications == []
+    assert batch_notifications(change_batch_publish()) == []
 
 
 def test_a_bulk_batch_keeps_the_most_severe(world, settings):

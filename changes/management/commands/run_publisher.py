@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from adminpanel.metrics import publisher_metrics_flush, publisher_metrics_flush_due
+from changes.hooks import publisher_idle_run
 from changes.publisher import changes_pending
 from changes.services import publish_fan_out_schedule
 from config.celery import celery_startup_check
@@ -60,9 +60,9 @@ class Command(BaseCommand):
         while not stopping.is_set():
             try:
                 if not await pending():
-                    if publisher_metrics_flush_due():
-                        # Idle: the last batches' figures go to Redis now, not with the next.
-                        await sync_to_async(publisher_metrics_flush, thread_sensitive=True)()
+                    # Idle: the hooks' chance to finish what waits (the last batches'
+                    # figures go to Redis now, not with the next batch).
+                    publisher_idle_run()
                     await _sleep_or_stop(stopping, poll)
                     continue
                 await _sleep_or_stop(stopping, debounce)
