@@ -20,7 +20,7 @@ from adminpanel.services import (
     maintenance_window_schedule,
     maintenance_window_validate,
 )
-from config.errors import ApplicationError
+from common.errors import ApplicationError
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -4,14 +4,16 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
+from common import audit
+
 
 class AuditAction(models.TextChoices):
-    POLICY_EDIT = "policy_edit", "refresh policy edited"
-    BROADCAST = "broadcast", "announcement broadcast"
-    MAINTENANCE_ON = "maintenance_on", "maintenance mode switched on"
-    MAINTENANCE_OFF = "maintenance_off", "maintenance mode switched off"
-    MAINTENANCE_SCHEDULED = "maintenance_scheduled", "maintenance window scheduled"
-    STAFF_SUBSCRIPTION = "staff_subscription", "staff-only subscription"
+    POLICY_EDIT = audit.POLICY_EDIT, "refresh policy edited"
+    BROADCAST = audit.BROADCAST, "announcement broadcast"
+    MAINTENANCE_ON = audit.MAINTENANCE_ON, "maintenance mode switched on"
+    MAINTENANCE_OFF = audit.MAINTENANCE_OFF, "maintenance mode switched off"
+    MAINTENANCE_SCHEDULED = audit.MAINTENANCE_SCHEDULED, "maintenance window scheduled"
+    STAFF_SUBSCRIPTION = audit.STAFF_SUBSCRIPTION, "staff-only subscription"
 
 
 class AuditEntry(models.Model):

@@ -33,10 +33,10 @@ from adminpanel.redis_store import key, redis_async_client, redis_client
 from adminpanel.selectors import contexts_top, maintenance_current
 from changes.items import format_at
 from changes.models import AUDIENCE_STAFF
-from changes.publisher import json_dumps
+from common.json import json_dumps
 from config.celery import celery_status
+from emissions.access import MONITOR
 from realtime import metrics
-from realtime.access import MONITOR
 from realtime.control import process_handler, process_send
 from realtime.hub import Hub, hub_task
 from realtime.models import Transport

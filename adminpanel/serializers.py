@@ -11,9 +11,9 @@ from rest_framework import serializers
 
 from adminpanel.models import EngagementKind
 from changes.contexts import InvalidContext, context_parse
-from realtime.access import MONITOR
+from common.serializers import StrictCharField, StrictIntegerField, StrictSerializer
+from emissions.access import MONITOR
 from realtime.models import Transport
-from realtime.serializers import StrictCharField, StrictIntegerField, StrictSerializer
 
 # Notification ids are short tokens (letters, digits and `._:-`).
 _NOTIFICATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}\Z")

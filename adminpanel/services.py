@@ -28,7 +28,7 @@ from adminpanel.models import (
 )
 from adminpanel.redis_store import REDIS_TIMEOUT_S, key, redis_client
 from adminpanel.selectors import Maintenance, maintenance_cache_set, maintenance_read
-from config.errors import ApplicationError
+from common.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ def audit_record(
         target=target[:200],
         details=details or {},
     )
+
+
+def audit_received(sender: Any, *, actor: Any, action: str, target: str, details: dict, **kwargs):
+    """The audit log's receiver of `common.audit.audited` (the apps below adminpanel)."""
+    return audit_record(actor=actor, action=action, target=target, details=details)
 
 
 # -- maintenance mode ---------------------------------------------------------------------
@@ -210,7 +215,7 @@ def maintenance_window_schedule(
 @transaction.atomic
 def maintenance_window_cancel(*, actor: Any, window_id: int) -> MaintenanceWindow:
     """Cancel a window that has not ended (audited); if it switched maintenance on, off."""
-    from config.errors import NotFound
+    from common.errors import NotFound
 
     window = MaintenanceWindow.objects.select_for_update().filter(pk=window_id).first()
     if window is None:
@@ -328,8 +333,8 @@ def staff_subscriptions_record(
 ) -> list[str]:
     """Audit the staff-only contexts among those a staff connection just subscribed to:
     `monitor`, and companies that are not public. Returns them."""
+    from emissions.access import MONITOR
     from emissions.models import Company
-    from realtime.access import MONITOR
 
     company_ids = [c.partition(":")[2] for c in contexts if c.startswith("company:")]
     hidden = set()

@@ -43,10 +43,10 @@ from adminpanel.services import (
     maintenance_window_cancel,
     maintenance_window_schedule,
 )
-from config.errors import InvalidParameter
-from realtime.control import client_key
+from common.api import ApiView, json_body
+from common.errors import InvalidParameter
+from common.identity import client_key
 from realtime.metrics import LIMIT_ENGAGEMENT, rate_limited_count
-from realtime.views import RealtimeAPIView, json_body
 
 # refresh_metrics charts: at most a week back, buckets of one minute to one hour.
 SERIES_MAX_HOURS = 168
@@ -81,7 +81,7 @@ def monitor_page(request: HttpRequest) -> HttpResponse:
     return render(request, "admin/monitor.html", context)
 
 
-class StaffAPIView(RealtimeAPIView):
+class StaffAPIView(ApiView):
     """Staff only (403 for everybody else, anonymous included)."""
 
     permission_classes = [IsAdminUser]
@@ -194,7 +194,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-class EngagementEventsView(RealtimeAPIView):
+class EngagementEventsView(ApiView):
     """What viewers do with live updates (pause, resume, manual refresh, notification
     opened, transport fallback), reported by the browser client; rate limited per client."""
 

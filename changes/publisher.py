@@ -18,7 +18,6 @@ recomputes, metrics, the fan-out itself) they register on changes/hooks.py.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -41,6 +40,7 @@ from changes.items import (
 )
 from changes.models import AUDIENCE_BITS
 from changes.significance import change_significance, significance_rules
+from common.json import json_dumps, json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -83,25 +83,6 @@ class PublishResult:
     # What the apps' batch hooks returned, by hook name (changes/hooks.py): the
     # notifications the batch created, whether maintenance was on.
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def json_loads(text: str | None) -> Any:
-    """jsonb as Python, numbers with decimals as Decimal so totals never drift."""
-    if text is None:
-        return None
-    return json.loads(text, parse_float=Decimal)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def json_dumps(value: Any) -> str:
-    """Compact JSON for the database and the wire (Decimal as a JSON number), by orjson:
-    every frame is encoded once, but there are many frames."""
-    return orjson.dumps(value, default=_json_default).decode()
 
 
 def captured_change_from_row(row: tuple, *, exact: bool = True) -> CapturedChange:

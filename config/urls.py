@@ -16,7 +16,7 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
-handler400 = "config.errors.bad_request"
-handler403 = "config.errors.forbidden"
-handler404 = "config.errors.not_found"
-handler500 = "config.errors.server_error"
+handler400 = "common.errors.bad_request"
+handler403 = "common.errors.forbidden"
+handler404 = "common.errors.not_found"
+handler500 = "common.errors.server_error"

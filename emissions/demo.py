@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from changes.capture import capture_pause_in_transaction
 from changes.services import change_log_reset
-from config.errors import ApplicationError
+from common.errors import ApplicationError
 from emissions.models import VerificationStatus
 
 DEMO_COMPANIES = 100_000

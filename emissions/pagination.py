@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.pagination import CursorPagination
 
-from config.errors import InvalidParameter
+from common.errors import InvalidParameter
 
 
 class DashboardCursorPagination(CursorPagination):

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
-from config.errors import NotFound
+from common.errors import NotFound
 from emissions.models import (
     Company,
     EmissionRecord,

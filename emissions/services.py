@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from changes.publisher import json_dumps
+from common.json import json_dumps
 
 # Benchmarks describe what anonymous users see: public companies, records that are not
 # rejected. Metrics are columns of emission_records.

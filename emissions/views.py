@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from changes.contexts import OVERVIEW
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
 from changes.selectors import change_log_state, recent_changes
-from config.errors import InvalidParameter, NotFound
+from common.errors import InvalidParameter, NotFound
 from emissions import selectors
 from emissions.models import TOTAL_SORT, VerificationStatus
 from emissions.pagination import DashboardCursorPagination

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from config.errors import ApplicationError
+from common.errors import ApplicationError
 from notifications.forms import BroadcastForm
 from notifications.models import NotificationReceipt, UpdateNotification
 from notifications.services import (

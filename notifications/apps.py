@@ -6,6 +6,5 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
-        # Registers the `notification` control handler and the subscribe hook with the
-        # live transports of every server process, and the publisher's hooks.
-        from notifications import delivery, publishing  # noqa: F401
+        # Registers the publisher's hooks (rankings, notifications created with a batch).
+        from notifications import publishing  # noqa: F401

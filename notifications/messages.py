@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any, Literal, TypedDict
 
 from changes.items import format_at
-from changes.publisher import json_dumps
+from common.json import json_dumps
 
 
 class NotificationMessage(TypedDict):

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
+from common.identity import client_key
 from notifications.messages import (
     Delivery,
     NotificationMessage,
@@ -21,7 +22,6 @@ from notifications.messages import (
     notification_row_message,
 )
 from notifications.models import UpdateNotification
-from realtime.control import client_key
 
 # What a client key may look like in notification_receipts (a cookie is the client's
 # word: anything else, or anything longer, identifies nobody).

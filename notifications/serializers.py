@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from common.serializers import StrictCharField, StrictSerializer
 from notifications.models import BODY_MAX_LENGTH, TITLE_MAX_LENGTH, NotificationLevel
 from notifications.validators import body_validator, title_validator
-from realtime.serializers import StrictCharField, StrictSerializer
 
 
 class StrictBooleanField(serializers.BooleanField):

@@ -11,7 +11,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -19,13 +18,13 @@ from limits import parse as parse_rate
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from adminpanel.models import AuditAction
-from adminpanel.services import audit_record
 from changes.contexts import SYSTEM, InvalidContext, context_normalize
 from changes.items import CapturedChange
-from changes.publisher import json_dumps
 from changes.selectors import change_log_state
-from config.errors import ApplicationError, InvalidParameter, NotFound
+from common.audit import BROADCAST, audit
+from common.errors import ApplicationError, InvalidParameter, NotFound
+from common.json import json_dumps
+from emissions.access import contexts_authorize
 from notifications.messages import (
     Delivery,
     delivery,
@@ -55,7 +54,7 @@ from notifications.rules import (
     ranking_candidates,
 )
 from notifications.selectors import notification_id_parse, notification_visible
-from realtime.control import control_send
+from notifications.signals import notifications_created
 
 logger = logging.getLogger(__name__)
 
@@ -320,27 +319,20 @@ def batch_notifications_create(
 # -- sending --------------------------------------------------------------------------------
 
 
-async def notifications_send(deliveries: list[Delivery]) -> None:
-    """Hand notifications to every server process's sessions (after they committed): one
-    control message for those meant for every client, one per targeted notification."""
-    everyone = [d for d in deliveries if not d["targets"]]
-    if everyone:
-        await control_send(NOTIFICATION_ACTION, {"notifications": everyone})
-    for targeted in (d for d in deliveries if d["targets"]):
-        await control_send(
-            NOTIFICATION_ACTION, {"notifications": [targeted]}, clients=targeted["targets"]
-        )
-
-
 def notifications_send_after_commit(deliveries: list[Delivery]) -> None:
-    """Send once the current transaction commits. A failure to send (Redis away) is logged:
-    the notification exists, polls carry it and reconnects bring it if it needs an ack."""
+    """Announce them once the current transaction commits (notifications/signals.py). A
+    failure to send (Redis away) is logged: the notification exists, polls carry it and
+    reconnects bring it if it needs an ack."""
 
     def send() -> None:
-        try:
-            async_to_sync(notifications_send)(deliveries)
-        except Exception:
-            logger.exception("could not send %d notification(s)", len(deliveries))
+        for receiver, outcome in notifications_created.send_robust(None, deliveries=deliveries):
+            if isinstance(outcome, Exception):
+                logger.error(
+                    "could not send %d notification(s) (%s)",
+                    len(deliveries),
+                    getattr(receiver, "__qualname__", receiver),
+                    exc_info=outcome,
+                )
 
     transaction.on_commit(send)
 
@@ -353,8 +345,6 @@ def announcement_context_resolve(*, actor: Any, context: str | None) -> str | No
     one that is malformed, `system` (leave it out instead) or does not exist."""
     if context is None:
         return None
-    from realtime.access import contexts_authorize
-
     try:
         name = context_normalize(context)
     except InvalidContext as exc:
@@ -425,9 +415,9 @@ def announcement_broadcast(
         created_at=now,
         expires_at=now + _ttl(),
     )
-    audit_record(
+    audit(
         actor=actor,
-        action=AuditAction.BROADCAST,
+        action=BROADCAST,
         target=context or "all",
         details={
             "notification": str(notification.id),

@@ -11,6 +11,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api import ApiView, json_body
 from notifications.messages import notification_row_message
 from notifications.serializers import BroadcastSerializer, NotificationSerializer
 from notifications.services import (
@@ -18,10 +19,9 @@ from notifications.services import (
     announcement_context_resolve,
     broadcast_retry_after,
 )
-from realtime.views import RealtimeAPIView, json_body
 
 
-class BroadcastView(RealtimeAPIView):
+class BroadcastView(ApiView):
     """Send an announcement to every connected client, or to one context's followers."""
 
     # Token first: an anonymous request is told to authenticate (401, WWW-Authenticate),

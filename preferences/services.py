@@ -21,9 +21,9 @@ from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models.functions import Now
 
-from adminpanel.models import AuditAction
-from adminpanel.services import audit_record
-from config.errors import ApplicationError
+from common.audit import POLICY_EDIT, audit
+from common.errors import ApplicationError
+from common.identity import client_key
 from preferences.models import (
     MODE_INTERVAL_MS,
     POLICY_MAX_DEBOUNCE_MS,
@@ -48,7 +48,7 @@ from preferences.selectors import (
     refresh_policy_table_load,
     user_type_of,
 )
-from realtime.control import client_key, control_send_sync
+from preferences.signals import policy_changed
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,15 @@ def _timezones() -> frozenset[str]:
 
 
 def _notify(payload: dict, clients: list[str] | None) -> None:
-    """Tell the open connections; a lost message must not undo a committed change (new
-    connections resolve the policy afresh anyway)."""
-    try:
-        control_send_sync(POLICY_CHANGED, payload, clients=clients)
-    except Exception:
-        logger.exception("could not announce a refresh policy change")
+    """Tell the open connections (preferences/signals.py); a lost message must not undo a
+    committed change (new connections resolve the policy afresh anyway)."""
+    for receiver, outcome in policy_changed.send_robust(None, payload=payload, clients=clients):
+        if isinstance(outcome, Exception):
+            logger.error(
+                "could not announce a refresh policy change (%s)",
+                getattr(receiver, "__qualname__", receiver),
+                exc_info=outcome,
+            )
 
 
 # -- preferences ---------------------------------------------------------------------------
@@ -408,9 +411,9 @@ def refresh_policies_update(*, actor: Any, document: Any, via: str = "api") -> l
             setattr(row, name, value)
         row.updated_at = Now()
         row.save()
-        audit_record(
+        audit(
             actor=actor,
-            action=AuditAction.POLICY_EDIT,
+            action=POLICY_EDIT,
             target=f"{user_type}/{category}",
             details={
                 "via": via,

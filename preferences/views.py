@@ -17,7 +17,8 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.errors import ApplicationError
+from common.api import ApiView
+from common.errors import ApplicationError
 from preferences.selectors import client_policy_resolve, refresh_policies_list
 from preferences.serializers import (
     PoliciesEditReplySerializer,
@@ -31,7 +32,6 @@ from preferences.services import (
     refresh_preferences_update,
     refresh_preferences_validate,
 )
-from realtime.views import RealtimeAPIView
 
 # A full preferences document is under 500 bytes and all 16 policies under 4 KiB.
 BODY_MAX_BYTES = 16 * 1024
@@ -74,7 +74,7 @@ def _preferences_reply(request: Request) -> Response:
     return Response({**resolved.preferences.as_dict(), "policy": resolved.policy})
 
 
-class RefreshPreferencesView(RealtimeAPIView):
+class RefreshPreferencesView(ApiView):
     """The refresh preferences of the signed-in user, or of the anonymous browser
     session (a PUT without a session creates one and sets its cookie)."""
 
@@ -105,7 +105,7 @@ class RefreshPreferencesView(RealtimeAPIView):
         return _preferences_reply(request)
 
 
-class RefreshPoliciesView(RealtimeAPIView):
+class RefreshPoliciesView(ApiView):
     """Refresh policies per user type and data category: staff only."""
 
     permission_classes = [IsAdminUser]

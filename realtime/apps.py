@@ -8,8 +8,10 @@ class RealtimeConfig(AppConfig):
     def ready(self) -> None:
         from prometheus_client import REGISTRY
 
-        # The publisher's fan-out (changes/hooks.py).
-        from realtime import broadcast  # noqa: F401
+        # The publisher's fan-out (changes/hooks.py); the `policy_changed` control handler
+        # with the announcement of preferences' changes; the live delivery of
+        # notifications (control handler, subscribe hook, the publisher's after-fan-out).
+        from realtime import broadcast, notification_delivery, policy  # noqa: F401
         from realtime.metrics import RealtimeCollector
 
         # ready() can run twice (test runners); register the collector once.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from channels.layers import get_channel_layer
 
 from changes.hooks import frames_sender
-from changes.publisher import json_dumps
+from common.json import json_dumps
 from realtime.groups import SYSTEM_GROUP, context_group
 
 if TYPE_CHECKING:

@@ -17,15 +17,14 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from adminpanel.selectors import maintenance_refusing
-from notifications.delivery import session_acknowledge, session_acknowledge_through
 from realtime import protocol
+from realtime.admission import admission_refusal
 from realtime.metrics import (
     LIMIT_WS_CONNECTIONS,
     LIMIT_WS_MESSAGES,
-    maintenance_refusal_count,
     rate_limited_count,
 )
+from realtime.notification_delivery import session_acknowledge, session_acknowledge_through
 from realtime.session import (
     OVER_ADDRESS_CAP,
     TRANSPORT_REFUSED,
@@ -146,18 +145,20 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 await session.end("send_failed" if gone else "error")
             raise StopConsumer() from None
 
+    async def _user(self) -> Any:
+        return self.scope.get("user")
+
     async def connect(self) -> None:
         self.closing = False
         if self.scope.get("auth_error"):
             await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
             return
-        maintenance = await maintenance_refusing(user=self.scope.get("user"))
-        if maintenance is not None:
-            # New connections wait while maintenance is on; open ones stay.
-            maintenance_refusal_count("websocket")
+        refusal = await admission_refusal(transport="websocket", user_of=self._user)
+        if refusal is not None:
+            # New connections wait (maintenance); open ones stay.
             await self.accept()
             await self.close(
-                code=protocol.CLOSE_UNAVAILABLE, reason=f"retry_after={maintenance.retry_hint()}"
+                code=protocol.CLOSE_UNAVAILABLE, reason=f"retry_after={refusal.retry_after_s}"
             )
             return
         await self.accept()

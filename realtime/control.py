@@ -35,14 +35,6 @@ Observer = Callable[[dict], Awaitable[None]]
 _observers: dict[str, Observer] = {}
 
 
-def client_key(user: Any, session_key: str | None) -> str | None:
-    """Who a connection belongs to, across its reconnects: the user, else the browser's
-    Django session; None for an anonymous client without a session cookie."""
-    if user is not None and getattr(user, "is_authenticated", False):
-        return f"user:{user.pk}"
-    return f"anon:{session_key}" if session_key else None
-
-
 def control_handler(action: str) -> Callable[[Handler], Handler]:
     """Register the coroutine that applies `action` to one targeted session."""
 

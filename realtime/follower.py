@@ -22,8 +22,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from changes.items import items_coalesce
-from changes.publisher import json_dumps
 from changes.selectors import CatchUp, changes_since
+from common.json import json_dumps
 
 logger = logging.getLogger(__name__)
 

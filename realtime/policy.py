@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 
+from preferences import signals as preference_signals
 from preferences.selectors import (
     WIRE_MANUAL,
     ClientPolicy,
@@ -34,7 +35,7 @@ from preferences.selectors import (
     transport_allowed,
 )
 from preferences.services import POLICY_CHANGED, SCOPE_POLICY
-from realtime.control import control_handler
+from realtime.control import control_handler, control_send_sync
 
 if TYPE_CHECKING:
     from realtime.session import LiveSession
@@ -128,3 +129,13 @@ async def policy_changed(session: LiveSession, payload: dict) -> None:
         # A viewer's own change is always confirmed, even when nothing moved.
         announce = True
     await session.policy_apply(resolved, announce=announce)
+
+
+def policy_change_announce(sender, *, payload: dict, clients: list[str] | None, **kwargs) -> None:
+    """preferences' `policy_changed`: tell the open connections of every server process."""
+    control_send_sync(POLICY_CHANGED, payload, clients=clients)
+
+
+preference_signals.policy_changed.connect(
+    policy_change_announce, dispatch_uid="realtime-policy-changed"
+)

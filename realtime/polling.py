@@ -27,7 +27,6 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 
 from changes.contexts import SYSTEM
-from changes.publisher import json_dumps
 from changes.selectors import (
     RESET_CURSOR_INVALID,
     RESET_CURSOR_TOO_OLD,
@@ -37,9 +36,10 @@ from changes.selectors import (
     changes_since,
     seq_at,
 )
-from config.errors import InvalidParameter, NotFound
+from common.errors import InvalidParameter, NotFound
+from common.json import json_dumps
+from emissions.access import contexts_authorize
 from realtime import protocol
-from realtime.access import contexts_authorize
 from realtime.hub import get_hub
 from realtime.selectors import connection_owned
 from realtime.serializers import SEQ_MAX

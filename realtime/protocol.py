@@ -8,7 +8,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from django.conf import settings
 
 from changes.items import format_at
-from changes.publisher import json_dumps
+from common.json import json_dumps
 from realtime.metrics import error_count
 
 # Error codes of `error` frames.

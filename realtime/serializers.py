@@ -3,9 +3,9 @@ and the reply shapes for the OpenAPI schema."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from rest_framework import serializers
+
+from common.serializers import StrictCharField, StrictIntegerField, StrictSerializer
 
 # A seq is a PostgreSQL bigint.
 SEQ_MAX = 2**63 - 1
@@ -13,41 +13,6 @@ SEQ_MAX = 2**63 - 1
 SESSION_MAX_LENGTH = 32
 # Notification ids are short tokens; anything longer cannot name one.
 NOTIFICATION_MAX_LENGTH = 100
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string and nothing else: DRF's CharField would turn 5 into "5"."""
-
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer and nothing else: not "5", not 5.0, not true."""
-
-    default_error_messages = {"invalid": "Must be an integer."}
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses keys it does not know, so a misspelt field never passes silently."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            unknown = sorted(str(key)[:40] for key in set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {"non_field_errors": [f"Unknown field(s): {', '.join(unknown)}."]}
-                )
-        return super().to_internal_value(data)
 
 
 class SubscribeSerializer(StrictSerializer):

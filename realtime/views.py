@@ -24,7 +24,6 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.utils.cache import patch_vary_headers
@@ -37,16 +36,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from adminpanel.selectors import (
-    maintenance_current,
-    maintenance_current_async,
-    maintenance_refusing,
-)
 from changes.contexts import SYSTEM
 from changes.items import format_at
-from changes.publisher import json_dumps
 from changes.selectors import change_log_state, publisher_backlog
-from config.errors import ApplicationError, InvalidParameter, NotFound, error_body
+from common.api import ApiView, json_body
+from common.errors import ApplicationError, InvalidParameter, NotFound, Unavailable, error_body
+from common.json import json_dumps
+from emissions.access import audience_of, contexts_authorize
 from notifications.selectors import notifications_for_poll, receipt_client_key
 from notifications.services import (
     notification_acknowledge,
@@ -54,11 +50,11 @@ from notifications.services import (
     notifications_acknowledge_through,
 )
 from realtime import protocol
-from realtime.access import audience_of, contexts_authorize
+from realtime.admission import admission_refusal, status_figures
 from realtime.auth import user_for_token
 from realtime.groups import session_group
 from realtime.health import health_report
-from realtime.metrics import LIMIT_POLLS, maintenance_refusal_count, rate_limited_count
+from realtime.metrics import LIMIT_POLLS, rate_limited_count
 from realtime.models import Transport
 from realtime.policy import transport_permitted
 from realtime.polling import (
@@ -82,18 +78,6 @@ from realtime.serializers import (
 from realtime.services import connection_ack_record, connection_contexts_set
 
 logger = logging.getLogger(__name__)
-
-
-class Unavailable(ApplicationError):
-    """A dependency (database, Redis, channel layer) failed: retry later."""
-
-    code = "unavailable"
-    status_code = http_status.HTTP_503_SERVICE_UNAVAILABLE
-
-
-class PayloadTooLarge(ApplicationError):
-    code = "payload_too_large"
-    status_code = http_status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 
 def _json_response(body: Any, status: int = 200, headers: dict | None = None) -> HttpResponse:
@@ -154,7 +138,7 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
             ),
             headers={"Allow": "GET"},
         )
-    if (refusal := await _poll_maintenance(request)) is not None:
+    if (refusal := await _poll_admission(request)) is not None:
         return refusal
     retry_after = await poll_retry_after(request.META.get("REMOTE_ADDR") or "unknown")
     if retry_after is not None:
@@ -192,26 +176,23 @@ async def updates_latest(request: HttpRequest, cursor: str) -> HttpResponse:
 _poll_scope = database_sync_to_async(poll_scope)
 
 
-async def _poll_maintenance(request: HttpRequest) -> HttpResponse | None:
-    """503 with Retry-After while maintenance is on: each poll is a new request, refused
-    like a new connection (staff admitted as on the other transports)."""
-    if not (await maintenance_current_async()).active:
-        return None  # the common case: no user lookup
-    try:
-        user = await _poll_user(request)
-    except _BadToken:
-        user = None  # refused for maintenance before the bad token is even looked at
-    maintenance = await maintenance_refusing(user=user)
-    if maintenance is None:
+async def _poll_admission(request: HttpRequest) -> HttpResponse | None:
+    """503 with Retry-After while new connections are refused (maintenance): each poll is
+    a new request, refused like a new connection (staff admitted as on the other
+    transports)."""
+
+    async def user_of() -> Any:
+        try:
+            return await _poll_user(request)
+        except _BadToken:
+            return None  # refused before the bad token is even looked at
+
+    refusal = await admission_refusal(transport="polling", user_of=user_of)
+    if refusal is None:
         return None
-    maintenance_refusal_count("polling")
     return _error_response(
-        ApplicationError(
-            maintenance.message or "The service is under maintenance.",
-            code="maintenance",
-            status_code=503,
-        ),
-        headers={"Retry-After": str(maintenance.retry_hint())},
+        ApplicationError(refusal.message, code=refusal.code, status_code=503),
+        headers={"Retry-After": str(refusal.retry_after_s)},
     )
 
 
@@ -279,45 +260,7 @@ async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
 # -- DRF endpoints -------------------------------------------------------------------------
 
 
-class RealtimeAPIView(APIView):
-    """A DRF view whose dependency failures (database, Redis) answer 503, not 500."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, (DatabaseError, RedisError, OSError)):
-            logger.warning("%s failed: %r", type(self).__name__, exc)
-            exc = Unavailable("A service this endpoint needs is unavailable; retry shortly.")
-        return super().handle_exception(exc)
-
-
-def json_body(request: Request, serializer_class) -> dict:
-    """The validated JSON body; 413 over REALTIME_MAX_FRAME_BYTES (the largest client
-    message, PROTOCOL.md), 400 when malformed."""
-    limit = settings.REALTIME_MAX_FRAME_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    too_large = PayloadTooLarge(f"The body is limited to {limit} bytes.")
-    if declared > limit:
-        raise too_large
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
-    try:
-        data = request.data
-    except RecursionError:
-        # json.loads gives up on deeply nested input with RecursionError, which DRF's
-        # parser does not turn into a ParseError.
-        raise ApplicationError("The JSON is nested too deeply.", code="malformed_request") from None
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-class SubscribeView(RealtimeAPIView):
+class SubscribeView(ApiView):
     """Add contexts to an SSE or polling session; replies like `subscribed`."""
 
     @extend_schema(
@@ -357,7 +300,7 @@ class SubscribeView(RealtimeAPIView):
         )
 
 
-class AcknowledgeView(RealtimeAPIView):
+class AcknowledgeView(ApiView):
     """Record that a session received everything up to `seq` (or one notification)."""
 
     @extend_schema(
@@ -389,7 +332,7 @@ class AcknowledgeView(RealtimeAPIView):
         return Response(status=http_status.HTTP_204_NO_CONTENT)
 
 
-class UpdatesStatusView(RealtimeAPIView):
+class UpdatesStatusView(ApiView):
     """The change log and its publisher: epoch, head, backlog."""
 
     @extend_schema(responses={200: StatusSerializer, 503: None})
@@ -403,7 +346,7 @@ class UpdatesStatusView(RealtimeAPIView):
                 "pending": backlog.pending,
                 "pending_capped": backlog.capped,
                 "lag_ms": backlog.lag_ms,
-                "maintenance": maintenance_current().active,
+                **status_figures(),
                 "last_published_at": (
                     format_at(state.last_published_at) if state.last_published_at else None
                 ),

@@ -280,7 +280,7 @@ async def test_a_switch_that_changes_nothing_is_neither_recorded_nor_announced(w
 
 
 async def test_until_in_the_past_is_refused(world):
-    from config.errors import ApplicationError
+    from common.errors import ApplicationError
 
     with pytest.raises(ApplicationError):
         await switch(actor=None, active=True, until=timezone.now() - dt.timedelta(minutes=1))

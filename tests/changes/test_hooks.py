@@ -19,7 +19,7 @@ def test_the_apps_register_their_hooks_at_start_up():
     assert "notifications" in hooks._batch_write
     assert "adminpanel.maintenance" in hooks._frames_filters
     assert {"adminpanel.metrics", "emissions.benchmarks"} <= set(hooks._after_batch)
-    assert "notifications" in hooks._after_fan_out
+    assert hooks._after_fan_out["notifications"].__module__ == "realtime.notification_delivery"
     assert "adminpanel.metrics" in hooks._idle
     [sender] = hooks._sender
     assert sender.__module__ == "realtime.broadcast"

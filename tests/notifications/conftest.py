@@ -12,9 +12,8 @@ from django.contrib.sessions.backends.db import SessionStore
 from rest_framework.authtoken.models import Token
 
 from changes.publisher import change_batch_publish, frames_fan_out
-from notifications.delivery import attempts_flush
 from notifications.models import NotificationReceipt, UpdateNotification
-from notifications.publishing import notifications_fan_out
+from realtime.notification_delivery import attempts_flush, batch_notifications_send
 from tests.live.conftest import live_stack  # noqa: F401 (the real web server and publisher)
 from tests.realtime.conftest import ORIGIN, connect, receive
 
@@ -36,7 +35,7 @@ async def publish():
     if result and result.frames:
         await frames_fan_out(result.frames)
     if result:
-        await notifications_fan_out(result)
+        await batch_notifications_send(result)
     return result
 
 

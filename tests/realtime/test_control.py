@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from rest_framework.authtoken.models import Token
 
-from realtime.control import client_key, control_handler, control_send
+from common.identity import client_key
+from realtime.control import control_handler, control_send
 from tests.realtime.conftest import ORIGIN, connect, receive
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

@@ -109,3 +109,15 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse(error_body("server_error", "Internal server error."), status=500)
     return defaults.server_error(request)
+
+
+class Unavailable(ApplicationError):
+    """A dependency (database, Redis, channel layer) failed: retry later."""
+
+    code = "unavailable"
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class PayloadTooLarge(ApplicationError):
+    code = "payload_too_large"
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE

@@ -26,13 +26,17 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from changes.hooks import after_fan_out
 from changes.models import AUDIENCE_STAFF
-from config.errors import ApplicationError
+from changes.publisher import PublishResult
+from common.errors import ApplicationError
 from notifications.messages import Delivery
 from notifications.models import NotificationType
+from notifications.publishing import batch_notifications
 from notifications.selectors import (
     client_key_valid,
     notifications_awaiting_ack,
@@ -44,7 +48,8 @@ from notifications.services import (
     notification_attempts_record,
     notifications_acknowledge_sent,
 )
-from realtime.control import control_handler, control_observer
+from notifications.signals import notifications_created
+from realtime.control import control_handler, control_observer, control_send
 from realtime.session import LiveSession, subscribe_hook
 
 logger = logging.getLogger(__name__)
@@ -299,3 +304,40 @@ async def session_acknowledge_through(session: LiveSession, seq: int) -> int:
         )
         _acknowledged(session, ids)
     return len(ids)
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+
+async def notifications_send(deliveries: list[Delivery]) -> None:
+    """Hand notifications to every server process's sessions (after they committed): one
+    control message for those meant for every client, one per targeted notification."""
+    everyone = [d for d in deliveries if not d["targets"]]
+    if everyone:
+        await control_send(NOTIFICATION_ACTION, {"notifications": everyone})
+    for targeted in (d for d in deliveries if d["targets"]):
+        await control_send(
+            NOTIFICATION_ACTION, {"notifications": [targeted]}, clients=targeted["targets"]
+        )
+
+
+@after_fan_out("notifications")
+async def batch_notifications_send(result: PublishResult) -> None:
+    """Send a published batch's notifications after its frames. A failure is logged, not
+    raised: the batch is published, and notifications that need an acknowledgement are
+    delivered again on reconnect (and carried by polls)."""
+    deliveries = batch_notifications(result)
+    if not deliveries:
+        return
+    try:
+        await notifications_send(deliveries)
+    except Exception:
+        logger.exception("could not send %d notification(s)", len(deliveries))
+
+
+def announcements_send(sender, *, deliveries: list[Delivery], **kwargs) -> None:
+    """notifications' `notifications_created` (staff announcements, once committed)."""
+    async_to_sync(notifications_send)(deliveries)
+
+
+notifications_created.connect(announcements_send, dispatch_uid="realtime-notifications-created")

@@ -1,0 +1,56 @@
+"""What every REST endpoint of the apps shares: a base view whose dependency failures answer
+503, and the validated JSON body of a request."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.errors import ApplicationError, PayloadTooLarge, Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+class ApiView(APIView):
+    """A DRF view whose dependency failures (database, Redis) answer 503, not 500."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, (DatabaseError, RedisError, OSError)):
+            logger.warning("%s failed: %r", type(self).__name__, exc)
+            exc = Unavailable("A service this endpoint needs is unavailable; retry shortly.")
+        return super().handle_exception(exc)
+
+
+def json_body(request: Request, serializer_class) -> dict:
+    """The validated JSON body; 413 over REALTIME_MAX_FRAME_BYTES (the largest client
+    message, PROTOCOL.md), 400 when malformed."""
+    limit = settings.REALTIME_MAX_FRAME_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    too_large = PayloadTooLarge(f"The body is limited to {limit} bytes.")
+    if declared > limit:
+        raise too_large
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_large from None
+    if len(raw) > limit:
+        raise too_large
+    try:
+        data = request.data
+    except RecursionError:
+        # json.loads gives up on deeply nested input with RecursionError, which DRF's
+        # parser does not turn into a ParseError.
+        raise ApplicationError("The JSON is nested too deeply.", code="malformed_request") from None
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
