@@ -7,18 +7,18 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
+from adminpanel.maintenance import (
+    maintenance_switch,
+    maintenance_window_cancel,
+    maintenance_window_schedule,
+    maintenance_window_validate,
+)
 from adminpanel.models import (
     AuditEntry,
     EngagementEvent,
     MaintenanceState,
     MaintenanceWindow,
     RefreshMetric,
-)
-from adminpanel.services import (
-    maintenance_switch,
-    maintenance_window_cancel,
-    maintenance_window_schedule,
-    maintenance_window_validate,
 )
 from common.errors import ApplicationError
 

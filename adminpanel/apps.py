@@ -18,8 +18,8 @@ class AdminpanelConfig(AppConfig):
             publishing,
             subscriptions,
         )
+        from adminpanel.audit import audit_received
         from adminpanel.metrics import OperatorsCollector
-        from adminpanel.services import audit_received
         from common.audit import audited
 
         # The audit log of the apps below (common/audit.py).

@@ -1,5 +1,5 @@
 """What every server process does when maintenance mode is switched (a process message
-sent by adminpanel.services.maintenance_announce)."""
+sent by adminpanel.maintenance.maintenance_announce)."""
 
 from __future__ import annotations
 

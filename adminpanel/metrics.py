@@ -23,7 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from adminpanel.redis_store import key, redis_client
+from adminpanel.models import EngagementKind
+from adminpanel.redis_store import ENGAGEMENT_COUNTS_KEY, key, redis_client
+from adminpanel.selectors import maintenance_current
+from changes.selectors import publisher_backlog
 
 if TYPE_CHECKING:
     from changes.publisher import PublishResult
@@ -192,9 +195,6 @@ class OperatorsCollector(Collector):
         yield from self._engagement()
 
     def _database_gauges(self):
-        from adminpanel.selectors import maintenance_current
-        from changes.selectors import publisher_backlog
-
         try:
             backlog = publisher_backlog()
             active = maintenance_current().active
@@ -216,9 +216,6 @@ class OperatorsCollector(Collector):
         yield maintenance
 
     def _engagement(self):
-        from adminpanel.models import EngagementKind
-        from adminpanel.services import ENGAGEMENT_COUNTS_KEY
-
         try:
             raw = redis_client().hgetall(key(ENGAGEMENT_COUNTS_KEY))
         except Exception:

@@ -45,7 +45,7 @@ class AuditEntry(models.Model):
 class MaintenanceState(models.Model):
     """Maintenance mode: one row (id 1), the truth every process reads through its cache.
 
-    Changed only by `adminpanel.services.maintenance_switch`, which also audits it and
+    Changed only by `adminpanel.maintenance.maintenance_switch`, which also audits it and
     tells every client and every server process.
     """
 

@@ -28,11 +28,14 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.utils import timezone
 
+from adminpanel.metrics import publisher_counters
 from adminpanel.redis_store import key, redis_async_client, redis_client
 from adminpanel.selectors import contexts_top, maintenance_current
 from changes.items import format_at
 from changes.models import AUDIENCE_STAFF
+from changes.selectors import publisher_backlog
 from common.json import json_dumps
 from config.celery import celery_status
 from emissions.access import MONITOR
@@ -40,6 +43,7 @@ from realtime import metrics
 from realtime.control import process_handler, process_send
 from realtime.hub import Hub, hub_task
 from realtime.models import Transport
+from realtime.selectors import connection_counts
 from realtime.services import SERVER
 
 logger = logging.getLogger(__name__)
@@ -168,9 +172,6 @@ class PublisherRates:
 def _database_figures() -> dict:
     """Database latency, the publisher's backlog, connections over every process and
     the most followed contexts: one thread, one pooled connection, returned after."""
-    from changes.selectors import publisher_backlog
-    from realtime.selectors import connection_counts
-
     try:
         started = time.perf_counter()
         with connection.cursor() as cursor:
@@ -197,8 +198,6 @@ def _database_figures() -> dict:
 
 
 def _redis_figures() -> tuple[dict, list[dict] | None, dict]:
-    from adminpanel.metrics import publisher_counters
-
     try:
         started = time.perf_counter()
         redis_client().ping()
@@ -259,8 +258,6 @@ def monitor_snapshot_collect(rates: PublisherRates) -> dict:
 
 
 def _now():
-    from django.utils import timezone
-
     return timezone.now()
 
 

@@ -51,3 +51,9 @@ def redis_async_client() -> redis_asyncio.Redis:
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
     return client
+
+
+# Redis hash of engagement events by kind since the deployment began (a Prometheus
+# counter, carbon_engagement_events_total), kept apart from the database rows that
+# retention prunes.
+ENGAGEMENT_COUNTS_KEY = "metrics:engagement"

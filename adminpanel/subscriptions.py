@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 
-from adminpanel.services import staff_subscriptions_record
+from adminpanel.audit import staff_subscriptions_record
 from changes.models import AUDIENCE_STAFF
 from realtime.session import LiveSession, subscribe_hook
 

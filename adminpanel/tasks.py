@@ -2,11 +2,8 @@
 
 from celery import shared_task
 
-from adminpanel.services import (
-    maintenance_windows_apply,
-    refresh_metrics_prune,
-    refresh_metrics_snapshot,
-)
+from adminpanel.maintenance import maintenance_windows_apply
+from adminpanel.refresh_metrics import refresh_metrics_prune, refresh_metrics_snapshot
 
 
 @shared_task(ignore_result=True)

@@ -22,6 +22,12 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from adminpanel.engagement import engagement_events_record, engagement_rate_hit
+from adminpanel.maintenance import (
+    maintenance_switch,
+    maintenance_window_cancel,
+    maintenance_window_schedule,
+)
 from adminpanel.monitor import PublisherRates, monitor_snapshot_collect
 from adminpanel.selectors import (
     maintenance_read,
@@ -35,13 +41,6 @@ from adminpanel.serializers import (
     MaintenanceSwitchSerializer,
     MaintenanceWindowCreateSerializer,
     MaintenanceWindowSerializer,
-)
-from adminpanel.services import (
-    engagement_events_record,
-    engagement_rate_hit,
-    maintenance_switch,
-    maintenance_window_cancel,
-    maintenance_window_schedule,
 )
 from common.api import ApiView, json_body
 from common.errors import InvalidParameter

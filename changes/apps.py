@@ -3,6 +3,8 @@ from django.db.models.signals import post_migrate
 
 
 def _fast_ignore_function_install(using: str = "default", **kwargs) -> None:
+    # Imported when migrate runs: changes.capture defines triggers on models, which
+    # cannot load while Django is still importing this AppConfig.
     from changes.capture import fast_ignore_function_install
 
     fast_ignore_function_install(using=using)

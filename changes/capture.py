@@ -19,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pgtrigger
+from django.apps import apps
+from django.db import connections
+from pgtrigger.core import _ignore_func_name
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,6 @@ def capture_triggers(spec: CaptureSpec, *, before_update: str = "") -> list[pgtr
 
 def capture_trigger_pgids() -> list[str]:
     """The database names of every capture trigger."""
-    from django.apps import apps
-
     return [
         trigger.get_pgid(model)
         for model in apps.get_models()
@@ -197,8 +198,5 @@ $$
 def fast_ignore_function_install(using: str = "default") -> None:
     """Replace pgtrigger's ignore check with the subtransaction-free one. Run after every
     migrate: installing any pgtrigger trigger puts pgtrigger's version back."""
-    from django.db import connections
-    from pgtrigger.core import _ignore_func_name
-
     with connections[using].cursor() as cursor:
         cursor.execute(FAST_IGNORE_FUNCTION.format(name=_ignore_func_name()))

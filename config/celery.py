@@ -11,8 +11,10 @@ import logging
 import os
 import time
 
-from celery import Celery
+import redis
+from celery import Celery, current_app
 from celery.signals import heartbeat_sent
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -34,15 +36,10 @@ _worker_seen_at = 0.0
 
 
 def _workers_key() -> str:
-    from django.conf import settings
-
     return f"{settings.REDIS_PREFIX}:celery:workers"
 
 
 def _redis():
-    import redis
-    from django.conf import settings
-
     return redis.Redis.from_url(
         settings.REDIS_URL,
         socket_connect_timeout=BROKER_CHECK_TIMEOUT_S,
@@ -100,9 +97,6 @@ def celery_app_problem(*, celery_app: Celery | None = None) -> str | None:
     """Why tasks sent from this process would not reach the project's workers, or None:
     the current Celery app is another one (the project package was not imported), its
     broker is not the configured one, or the broker does not answer."""
-    from celery import current_app
-    from django.conf import settings
-
     celery_app = celery_app or app
     current = current_app._get_current_object()
     if current is not celery_app:
@@ -134,8 +128,6 @@ def celery_status() -> dict:
     (never its address: the health answer is public), whether it answers, how many
     workers recorded themselves within CELERY_WORKER_STALE_S and how long ago the newest
     did. `ok` only when the broker answers and a worker was seen."""
-    from django.conf import settings
-
     status: dict = {
         "ok": False,
         "app": app.main,

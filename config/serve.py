@@ -34,6 +34,8 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Imported once the settings module is chosen: uvicorn's import reads none, but
+    # Django's settings would be configured from the wrong module before this line.
     import django
     import uvicorn
     from django.conf import settings

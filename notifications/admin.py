@@ -10,13 +10,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from common.errors import ApplicationError
-from notifications.forms import BroadcastForm
-from notifications.models import NotificationReceipt, UpdateNotification
-from notifications.services import (
+from notifications.announcements import (
     announcement_broadcast,
     announcement_context_resolve,
     broadcast_retry_after,
 )
+from notifications.forms import BroadcastForm
+from notifications.models import NotificationReceipt, UpdateNotification
 
 # Receipts shown on a notification's page: a broadcast to thousands of clients has a
 # receipt each; the most recent ones tell the story.

@@ -8,11 +8,8 @@ import logging
 
 from changes.hooks import Batch, batch_read, batch_write
 from changes.publisher import PublishResult
+from notifications.creation import batch_notifications_create, batch_ranking_before
 from notifications.messages import Delivery
-from notifications.services import (
-    batch_notifications_create,
-    batch_ranking_before,
-)
 
 logger = logging.getLogger(__name__)
 

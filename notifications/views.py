@@ -12,13 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api import ApiView, json_body
-from notifications.messages import notification_row_message
-from notifications.serializers import BroadcastSerializer, NotificationSerializer
-from notifications.services import (
+from notifications.announcements import (
     announcement_broadcast,
     announcement_context_resolve,
     broadcast_retry_after,
 )
+from notifications.messages import notification_row_message
+from notifications.serializers import BroadcastSerializer, NotificationSerializer
 
 
 class BroadcastView(ApiView):

@@ -12,9 +12,10 @@ class RealtimeConfig(AppConfig):
         # with the announcement of preferences' changes; the live delivery of
         # notifications (control handler, subscribe hook, the publisher's after-fan-out).
         from realtime import broadcast, notification_delivery, policy  # noqa: F401
+        from realtime.hub import running_hubs
         from realtime.metrics import RealtimeCollector
 
         # ready() can run twice (test runners); register the collector once.
         if not getattr(REGISTRY, "_carbon_realtime", False):
-            REGISTRY.register(RealtimeCollector())
+            REGISTRY.register(RealtimeCollector(hubs=running_hubs))
             REGISTRY._carbon_realtime = True

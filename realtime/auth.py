@@ -10,6 +10,7 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
+from rest_framework.authtoken.models import Token
 
 
 def token_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -25,8 +26,6 @@ def token_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 @database_sync_to_async
 def user_for_token(key: str):
-    from rest_framework.authtoken.models import Token
-
     if not key or len(key) > 64:
         return None
     token = Token.objects.select_related("user").filter(key=key).first()

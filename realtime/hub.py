@@ -413,3 +413,8 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+def running_hubs() -> list[Hub]:
+    """The hubs of this process (one per event loop that has served a connection)."""
+    return list(_hubs.values())

@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
+from django.db.models import Count
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -72,7 +75,11 @@ def maintenance_refusal_count(transport: str) -> None:
 
 
 class RealtimeCollector(Collector):
-    """Connections of this process and of all processes, deliveries, repaired gaps."""
+    """Connections of this process and of all processes, deliveries, repaired gaps.
+    `hubs`: the process's hubs (realtime.hub.running_hubs; the hub imports this module)."""
+
+    def __init__(self, hubs: Callable[[], list[Any]]) -> None:
+        self.hubs = hubs
 
     def describe(self):
         # Without describe() the registry calls collect() at registration, which would
@@ -80,9 +87,7 @@ class RealtimeCollector(Collector):
         return []
 
     def collect(self):
-        from realtime.hub import _hubs
-
-        hubs = list(_hubs.values())
+        hubs = self.hubs()
         local = GaugeMetricFamily(
             "carbon_realtime_process_connections",
             "Live connections held by this server process",
@@ -188,8 +193,6 @@ def _labelled_counter(name: str, documentation: str, label: str, counts: Counter
 
 
 def _counts_by_transport() -> list[tuple[str, int]]:
-    from django.db.models import Count
-
     return list(
         ActiveConnection.objects.values("transport")
         .annotate(n=Count("id"))

@@ -11,10 +11,10 @@ from django.utils import timezone
 from django_prometheus.db import metrics
 
 from adminpanel import selectors
+from adminpanel.maintenance import maintenance_switch
 from adminpanel.models import AuditAction, AuditEntry
 from adminpanel.publishing import batch_under_maintenance
 from adminpanel.selectors import Maintenance, maintenance_read
-from adminpanel.services import maintenance_switch
 from changes.models import AUDIENCE_PUBLIC
 from changes.selectors import changes_since
 from changes.services import publish_fan_out_schedule

@@ -9,9 +9,9 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from adminpanel.maintenance import maintenance_window_schedule, maintenance_windows_apply
 from adminpanel.models import AuditAction, AuditEntry, MaintenanceWindow
 from adminpanel.selectors import maintenance_read
-from adminpanel.services import maintenance_window_schedule, maintenance_windows_apply
 from adminpanel.tasks import maintenance_windows_apply_task
 from tests.adminpanel.conftest import connected, next_of
 
@@ -333,7 +333,7 @@ def test_cancelling_a_running_window_ends_maintenance_but_not_a_manual_one(staff
     )
     maintenance_windows_apply()
     assert maintenance_read().active
-    from adminpanel.services import maintenance_switch, maintenance_window_cancel
+    from adminpanel.maintenance import maintenance_switch, maintenance_window_cancel
 
     maintenance_window_cancel(actor=staff_user, window_id=window.pk)
     assert not maintenance_read().active

@@ -220,7 +220,7 @@ async def test_static_files_of_the_page_are_served():
 
 
 async def test_the_documented_monitor_and_maintenance_examples_match_the_server(world):
-    from adminpanel.services import maintenance_switch
+    from adminpanel.maintenance import maintenance_switch
     from tests.realtime.test_docs import examples
 
     documented = examples()

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from adminpanel.models import EngagementEvent, RefreshMetric
-from adminpanel.services import refresh_metrics_prune, refresh_metrics_snapshot
+from adminpanel.refresh_metrics import refresh_metrics_prune, refresh_metrics_snapshot
 from adminpanel.tasks import refresh_metrics_prune_task, refresh_metrics_snapshot_task
 from realtime.services import connection_open
 

@@ -25,7 +25,7 @@ from rest_framework.authtoken.models import Token
 from changes.publisher import change_batch_publish, frames_fan_out
 from changes.selectors import change_log_state
 from config.asgi import application
-from realtime import sse
+from realtime import sse, sse_codec
 from realtime.hub import get_hub
 from realtime.models import ActiveConnection
 from tests.helpers import sql
@@ -178,9 +178,9 @@ def seqs(batch: dict) -> list[int]:
 
 def test_cursor_token_round_trip():
     cursors = {"company:5b0c6a62-0d3f-4a7e-9b61-2f1d8a2c1e55": 18231, "industry:steel": 7}
-    token = sse.cursor_token("0123456789abcdef0123456789abcdef", cursors)
+    token = sse_codec.cursor_token("0123456789abcdef0123456789abcdef", cursors)
     assert "\n" not in token and len(token) < 120
-    decoded = sse.cursor_token_decode(token)
+    decoded = sse_codec.cursor_token_decode(token)
     assert decoded.epoch_prefix == "01234567" and decoded.cursors == cursors
 
 
@@ -189,7 +189,7 @@ def test_cursor_token_round_trip():
     ["", "garbage", "1.", "1.!!!", "2.YWJj", "1." + "A" * 9000, "1.YWJjfGluZHVzdHJ5OnN0ZWVsPXg"],
 )
 def test_undecodable_tokens(token):
-    assert sse.cursor_token_decode(token) is None
+    assert sse_codec.cursor_token_decode(token) is None
 
 
 # -- the stream -------------------------------------------------------------------------
@@ -236,9 +236,9 @@ async def test_event_order_catch_up_then_live(world):
         assert event["message"]["seq_from"] > catch_up[0]["message"]["seq_to"]
         assert any(i["fields"].get("name") == "Live Acme" for i in event["message"]["changes"])
     # The id of the last batch holds both contexts' cursors after it.
-    token = sse.cursor_token_decode(live[-1]["id"])
+    token = sse_codec.cursor_token_decode(live[-1]["id"])
     assert token.cursors == {e["message"]["context"]: e["message"]["seq_to"] for e in live}
-    assert token.epoch_prefix == state.epoch[: sse.TOKEN_EPOCH_CHARS]
+    assert token.epoch_prefix == state.epoch[: sse_codec.TOKEN_EPOCH_CHARS]
     await stream.close()
 
 
@@ -326,7 +326,7 @@ async def test_undecodable_last_event_id_resets_every_context(world):
 
 async def test_last_event_id_of_another_epoch(world):
     await publish()
-    token = sse.cursor_token("f" * 32, {"industry:steel": 1})
+    token = sse_codec.cursor_token("f" * 32, {"industry:steel": 1})
     stream = Stream("contexts=industry:steel", headers=[(b"last-event-id", token.encode())])
     await stream.opened()
     reset = await stream.event()
@@ -498,7 +498,7 @@ async def test_a_context_added_again_after_a_reconnect_resumes_from_the_id(world
     await publish()
     before = [e for e in await stream.collect() if e["message"]["context"] == acme]
     held, last_id = before[-1]["message"]["seq_to"], before[-1]["id"]
-    assert sse.cursor_token_decode(last_id).cursors[acme] == held
+    assert sse_codec.cursor_token_decode(last_id).cursors[acme] == held
     await stream.close()
 
     await db("UPDATE companies SET name = 'Missed Co' WHERE id = %s", [world["acme"]])

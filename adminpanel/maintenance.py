@@ -1,67 +1,36 @@
-"""Writes of the operators' records: the audit log, maintenance mode and its scheduled
-windows, staff-only subscriptions, engagement events, and the refresh_metrics snapshots
-with their pruning."""
+"""Maintenance mode: the switch, its announcement to every process and client, and the
+scheduled windows that switch it on and off."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
-import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from limits import parse as parse_rate
-from limits.storage import RedisStorage
-from limits.strategies import FixedWindowRateLimiter
 
+from adminpanel.audit import audit_record
 from adminpanel.models import (
     AuditAction,
-    AuditEntry,
-    EngagementEvent,
-    EngagementKind,
     MaintenanceState,
     MaintenanceWindow,
 )
-from adminpanel.redis_store import REDIS_TIMEOUT_S, key, redis_client
 from adminpanel.selectors import Maintenance, maintenance_cache_set, maintenance_read
-from common.errors import ApplicationError
+from changes.items import format_at
+from changes.publisher import PUBLISHER_LOCK_KEY
+from changes.selectors import change_log_state
+from common.errors import ApplicationError, NotFound
+from realtime.broadcast import system_message_send
+from realtime.control import process_send
 
 logger = logging.getLogger(__name__)
 
+
 # A window longer than this is a typo, not a plan.
 MAINTENANCE_WINDOW_MAX = dt.timedelta(days=7)
-# Rows deleted per pruning statement: short transactions, no long locks.
-PRUNE_BATCH = 10_000
-# Redis hash of engagement events by kind since the deployment began (a Prometheus
-# counter, carbon_engagement_events_total), kept apart from the database rows that
-# retention prunes.
-ENGAGEMENT_COUNTS_KEY = "metrics:engagement"
-
-
-def audit_record(
-    *, actor: Any, action: str, target: str = "", details: dict | None = None
-) -> AuditEntry:
-    """Record one admin override or staff-only subscription (actor: a user or None)."""
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return AuditEntry.objects.create(
-        actor=user,
-        actor_name=user.get_username() if user is not None else "",
-        action=action,
-        target=target[:200],
-        details=details or {},
-    )
-
-
-def audit_received(sender: Any, *, actor: Any, action: str, target: str, details: dict, **kwargs):
-    """The audit log's receiver of `common.audit.audited` (the apps below adminpanel)."""
-    return audit_record(actor=actor, action=action, target=target, details=details)
-
-
-# -- maintenance mode ---------------------------------------------------------------------
 
 
 def _moment(value: dt.datetime | None) -> str | None:
@@ -89,8 +58,6 @@ def maintenance_switch(
     A switch that changes nothing (or switches off what is off) is not recorded and not
     announced.
     """
-    from changes.publisher import PUBLISHER_LOCK_KEY
-
     if active and until is not None and until <= timezone.now():
         raise ApplicationError("`until` is in the past.")
     if not active:
@@ -132,9 +99,6 @@ def maintenance_announce(state: Maintenance) -> bool:
     first, so they hear that maintenance ended before the catch-up batches arrive.
     False when Redis could not be reached (processes then see the change within
     MAINTENANCE_CACHE_S; connected clients are not told)."""
-    from realtime.broadcast import system_message_send
-    from realtime.control import process_send
-
     maintenance_cache_set(state)
 
     async def send() -> None:
@@ -215,8 +179,6 @@ def maintenance_window_schedule(
 @transaction.atomic
 def maintenance_window_cancel(*, actor: Any, window_id: int) -> MaintenanceWindow:
     """Cancel a window that has not ended (audited); if it switched maintenance on, off."""
-    from common.errors import NotFound
-
     window = MaintenanceWindow.objects.select_for_update().filter(pk=window_id).first()
     if window is None:
         raise NotFound("No such maintenance window.")
@@ -240,8 +202,6 @@ def maintenance_window_announcement(window: MaintenanceWindow, *, seq: int) -> d
     """The announcement of a coming window: a `notification` (every client shows those),
     with the window's times in the `maintenance` extension field."""
     starts, ends = window.starts_at.astimezone(dt.UTC), window.ends_at.astimezone(dt.UTC)
-    from changes.items import format_at
-
     return {
         "type": "notification",
         "id": f"maintenance-window-{window.pk}",
@@ -279,9 +239,6 @@ def maintenance_windows_apply(*, now: dt.datetime | None = None) -> dict[str, in
 
 @transaction.atomic
 def _window_apply(window_id: int, now: dt.datetime) -> str | None:
-    from changes.selectors import change_log_state
-    from realtime.broadcast import system_message_send
-
     window = (
         MaintenanceWindow.objects.select_for_update(skip_locked=True)
         .filter(pk=window_id, cancelled_at__isnull=True, ended_at__isnull=True)
@@ -323,191 +280,3 @@ def _window_apply(window_id: int, now: dt.datetime) -> str | None:
         window.save(update_fields=["announced_at"])
         return "announced"
     return None
-
-
-# -- staff-only subscriptions ---------------------------------------------------------------
-
-
-def staff_subscriptions_record(
-    *, user: Any, contexts: list[str], session: str, transport: str
-) -> list[str]:
-    """Audit the staff-only contexts among those a staff connection just subscribed to:
-    `monitor`, and companies that are not public. Returns them."""
-    from emissions.access import MONITOR
-    from emissions.models import Company
-
-    company_ids = [c.partition(":")[2] for c in contexts if c.startswith("company:")]
-    hidden = set()
-    if company_ids:
-        hidden = {
-            f"company:{pk}"
-            for pk in Company.objects.filter(pk__in=company_ids, is_public=False).values_list(
-                "pk", flat=True
-            )
-        }
-    staff_only = [c for c in contexts if c == MONITOR or c in hidden]
-    if staff_only:
-        name = user.get_username() if getattr(user, "is_authenticated", False) else ""
-        AuditEntry.objects.bulk_create(
-            AuditEntry(
-                actor=user if name else None,
-                actor_name=name,
-                action=AuditAction.STAFF_SUBSCRIPTION,
-                target=context,
-                details={"session": session, "transport": transport},
-            )
-            for context in staff_only
-        )
-    return staff_only
-
-
-# -- engagement -------------------------------------------------------------------------------
-
-_engagement_limiter: FixedWindowRateLimiter | None = None
-
-
-def _limiter() -> FixedWindowRateLimiter:
-    global _engagement_limiter
-    if _engagement_limiter is None:
-        scheme, _, rest = settings.REDIS_URL.partition("://")
-        storage = RedisStorage(
-            f"{'redis+unix' if scheme == 'unix' else scheme}://{rest}",
-            key_prefix=f"{settings.REDIS_PREFIX}:limits",
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
-        # A fixed window: two Redis commands per report, and an exact Retry-After.
-        _engagement_limiter = FixedWindowRateLimiter(storage)
-    return _engagement_limiter
-
-
-def engagement_rate_hit(*, client: str) -> int | None:
-    """Count one engagement report of `client`: None if within ENGAGEMENT_RATE, else the
-    seconds until it would be. Lets the report through when Redis is away: analytics
-    must not fail a page."""
-    rate = parse_rate(settings.ENGAGEMENT_RATE)
-    limiter = _limiter()
-    try:
-        if limiter.hit(rate, "engagement", client):
-            return None
-        stats = limiter.get_window_stats(rate, "engagement", client)
-    except Exception:
-        logger.warning("engagement rate limit unavailable; letting the report through")
-        return None
-    return max(1, math.ceil(stats.reset_time - time.time()))
-
-
-def engagement_events_record(*, client: str, events: list[dict]) -> int:
-    """Store a client's engagement events (validated by the caller) and count them by
-    kind for /metrics. Returns how many were stored."""
-    EngagementEvent.objects.bulk_create(
-        EngagementEvent(
-            kind=event["kind"],
-            client=client[:64],
-            context=event.get("context") or "",
-            transport=event.get("transport") or "",
-            from_transport=event.get("from_transport") or "",
-            notification=event.get("notification") or "",
-        )
-        for event in events
-    )
-    counts: dict[str, int] = {}
-    for event in events:
-        counts[event["kind"]] = counts.get(event["kind"], 0) + 1
-    try:
-        pipe = redis_client().pipeline(transaction=False)
-        for kind, count in counts.items():
-            pipe.hincrby(key(ENGAGEMENT_COUNTS_KEY), kind, count)
-        pipe.execute()
-    except Exception:
-        logger.warning("could not count engagement events in Redis")
-    return len(events)
-
-
-# -- refresh_metrics -----------------------------------------------------------------------------
-
-
-def refresh_metrics_snapshot(*, now: dt.datetime | None = None) -> int:
-    """Record this minute's figures in refresh_metrics (the beat task, every minute):
-    connections by transport, deliveries per second over every server process, the
-    publisher's lag and backlog, maintenance mode (samples, at the current minute), and
-    engagement events by kind (counted over the minute that just ended, at its start).
-    Running twice in a minute overwrites, never duplicates. Returns the rows written."""
-    from adminpanel.monitor import processes_read
-    from changes.selectors import publisher_backlog
-    from realtime.selectors import connection_counts
-
-    now = now or timezone.now()
-    minute = now.replace(second=0, microsecond=0)
-    previous = minute - dt.timedelta(minutes=1)
-    rows: list[tuple[dt.datetime, str, str, float]] = []
-    for transport, count in connection_counts().items():
-        rows.append((minute, "connections", transport, count))
-    backlog = publisher_backlog()
-    rows.append((minute, "publisher_lag_ms", "", backlog.lag_ms))
-    rows.append((minute, "pending_changes", "", backlog.pending))
-    try:
-        processes = processes_read()
-    except Exception:
-        logger.warning("could not read the server processes' figures from Redis")
-        processes = None
-    if processes is not None:
-        rate = sum(p.get("deliveries_per_s") or 0 for p in processes)
-        rows.append((minute, "deliveries_per_s", "", rate))
-    rows.append((minute, "maintenance", "", 1.0 if maintenance_read().active else 0.0))
-    counted = dict.fromkeys(EngagementKind.values, 0)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT kind, count(*) FROM engagement_events WHERE at >= %s AND at < %s GROUP BY kind",
-            [previous, minute],
-        )
-        counted.update(dict(cursor.fetchall()))
-    for kind, count in counted.items():
-        rows.append((previous, "engagement", kind, count))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO refresh_metrics (at, metric, label, value)"
-            " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::float8[])"
-            " ON CONFLICT (metric, label, at) DO UPDATE SET value = EXCLUDED.value",
-            [
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                [float(r[3]) for r in rows],
-            ],
-        )
-    return len(rows)
-
-
-def _prune(table: str, cutoff: dt.datetime, batch: int) -> int:
-    deleted = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE at < %s LIMIT %s)",
-                [cutoff, batch],
-            )
-            count = cursor.rowcount
-        deleted += count
-        if count < batch:
-            return deleted
-
-
-def refresh_metrics_prune(
-    *, now: dt.datetime | None = None, batch: int = PRUNE_BATCH
-) -> dict[str, int]:
-    """Delete refresh_metrics rows older than REFRESH_METRICS_RETENTION_DAYS and
-    engagement events older than ENGAGEMENT_RETENTION_DAYS, in bounded batches."""
-    now = now or timezone.now()
-    return {
-        "refresh_metrics": _prune(
-            "refresh_metrics",
-            now - dt.timedelta(days=settings.REFRESH_METRICS_RETENTION_DAYS),
-            batch,
-        ),
-        "engagement_events": _prune(
-            "engagement_events",
-            now - dt.timedelta(days=settings.ENGAGEMENT_RETENTION_DAYS),
-            batch,
-        ),
-    }
