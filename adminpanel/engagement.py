@@ -9,33 +9,19 @@ import time
 
 from django.conf import settings
 from limits import parse as parse_rate
-from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from adminpanel.models import (
     EngagementEvent,
 )
 from adminpanel.redis_store import ENGAGEMENT_COUNTS_KEY, REDIS_TIMEOUT_S, key, redis_client
+from common.ratelimit import rate_limiter
 
 logger = logging.getLogger(__name__)
 
 
-_engagement_limiter: FixedWindowRateLimiter | None = None
-
-
 def _limiter() -> FixedWindowRateLimiter:
-    global _engagement_limiter
-    if _engagement_limiter is None:
-        scheme, _, rest = settings.REDIS_URL.partition("://")
-        storage = RedisStorage(
-            f"{'redis+unix' if scheme == 'unix' else scheme}://{rest}",
-            key_prefix=f"{settings.REDIS_PREFIX}:limits",
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
-        # A fixed window: two Redis commands per report, and an exact Retry-After.
-        _engagement_limiter = FixedWindowRateLimiter(storage)
-    return _engagement_limiter
+    return rate_limiter(timeout_s=REDIS_TIMEOUT_S)
 
 
 def engagement_rate_hit(*, client: str) -> int | None:

@@ -12,13 +12,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from limits import parse as parse_rate
-from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from changes.contexts import SYSTEM, InvalidContext, context_normalize
 from changes.selectors import change_log_state
 from common.audit import BROADCAST, audit
 from common.errors import InvalidParameter
+from common.ratelimit import rate_limiter
 from emissions.access import contexts_authorize
 from notifications.messages import (
     Delivery,
@@ -93,20 +93,8 @@ def broadcast_retry_after(*, user_id: int) -> int | None:
     return max(1, math.ceil(stats.reset_time - time.time()))
 
 
-_limiter: FixedWindowRateLimiter | None = None
-
-
 def _broadcast_limiter() -> FixedWindowRateLimiter:
-    global _limiter
-    if _limiter is None:
-        storage = RedisStorage(
-            settings.REDIS_URL,
-            key_prefix=f"{settings.REDIS_PREFIX}:limits",
-            socket_timeout=BROADCAST_RATE_TIMEOUT_S,
-            socket_connect_timeout=BROADCAST_RATE_TIMEOUT_S,
-        )
-        _limiter = FixedWindowRateLimiter(storage)
-    return _limiter
+    return rate_limiter(timeout_s=BROADCAST_RATE_TIMEOUT_S)
 
 
 @transaction.atomic

@@ -13,7 +13,6 @@ import logging
 import math
 import re
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,6 @@ from django.http import QueryDict
 from django.utils.dateparse import parse_datetime
 from django.utils.http import parse_etags
 from limits import parse as parse_rate
-from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 
 from changes.contexts import SYSTEM
@@ -38,6 +36,7 @@ from changes.selectors import (
 )
 from common.errors import InvalidParameter, NotFound
 from common.json import json_dumps
+from common.ratelimit import rate_limiter_async
 from emissions.access import contexts_authorize
 from realtime import protocol
 from realtime.hub import get_hub
@@ -373,26 +372,9 @@ async def long_poll(
 # -- polling: the rate limit -------------------------------------------------------------
 
 
-_limiters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_ASYNC_SCHEMES = {"redis": "async+redis", "rediss": "async+rediss", "unix": "async+redis+unix"}
-
-
 def _poll_limiter() -> FixedWindowRateLimiter:
     """The rate limiter of the running event loop (its Redis connections belong to it)."""
-    loop = asyncio.get_running_loop()
-    limiter = _limiters.get(loop)
-    if limiter is None:
-        scheme, _, rest = settings.REDIS_URL.partition("://")
-        storage = RedisStorage(
-            f"{_ASYNC_SCHEMES.get(scheme, 'async+' + scheme)}://{rest}",
-            implementation="redispy",
-            key_prefix=f"{settings.REDIS_PREFIX}:limits",
-            socket_timeout=POLL_RATE_TIMEOUT_S,
-            socket_connect_timeout=POLL_RATE_TIMEOUT_S,
-        )
-        # A fixed window: two Redis commands per poll, and an exact Retry-After.
-        limiter = _limiters[loop] = FixedWindowRateLimiter(storage)
-    return limiter
+    return rate_limiter_async(timeout_s=POLL_RATE_TIMEOUT_S)
 
 
 async def poll_retry_after(address: str) -> int | None:
