@@ -22,7 +22,6 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
@@ -36,23 +35,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from changes.contexts import SYSTEM
 from changes.items import format_at
 from changes.selectors import change_log_state, publisher_backlog
 from common.api import ApiView, json_body
-from common.errors import ApplicationError, InvalidParameter, NotFound, Unavailable, error_body
+from common.errors import ApplicationError, Unavailable, error_body
 from common.json import json_dumps
-from emissions.access import audience_of, contexts_authorize
+from emissions.access import audience_of
 from notifications.selectors import notifications_for_poll, receipt_client_key
 from notifications.services import (
-    notification_acknowledge,
     notification_attempts_record,
-    notifications_acknowledge_through,
 )
 from realtime import protocol
 from realtime.admission import admission_refusal, status_figures
 from realtime.auth import user_for_token
-from realtime.groups import session_group
 from realtime.health import health_report
 from realtime.metrics import LIMIT_POLLS, rate_limited_count
 from realtime.models import Transport
@@ -67,7 +62,6 @@ from realtime.polling import (
     poll_retry_after,
     poll_scope,
 )
-from realtime.selectors import connection_owned
 from realtime.serializers import (
     AcknowledgeSerializer,
     HealthSerializer,
@@ -75,7 +69,7 @@ from realtime.serializers import (
     SubscribedSerializer,
     SubscribeSerializer,
 )
-from realtime.services import connection_ack_record, connection_contexts_set
+from realtime.subscriptions import acknowledgement_record, subscription_add
 
 logger = logging.getLogger(__name__)
 
@@ -269,34 +263,8 @@ class SubscribeView(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = json_body(request, SubscribeSerializer)
-        owned = connection_owned(session=data["session"], user=request.user)
-        if owned is None:
-            raise NotFound("No such session.")
-        if owned.transport == Transport.WEBSOCKET:
-            raise ApplicationError("A WebSocket session subscribes over its socket.")
-        decisions = contexts_authorize(user=request.user, contexts=data["contexts"])
-        accepted = list(
-            dict.fromkeys(d.context for d in decisions if d.context and d.context != SYSTEM)
-        )
-        rejected = [d.rejection() for d in decisions if d.code]
-        active = list(dict.fromkeys([*owned.contexts, *accepted]))
-        if len(active) > settings.REALTIME_MAX_SUBSCRIPTIONS:
-            raise ApplicationError(
-                f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per session.",
-                code=protocol.TOO_MANY_SUBSCRIPTIONS,
-            )
-        # The head before the stream hears of it: the stream starts the new contexts
-        # right after this seq, so the client misses nothing published after `seq`.
-        head = change_log_state().head_seq
-        if active != list(owned.contexts):
-            connection_contexts_set(session=owned.id, contexts=active)
-        if accepted:
-            async_to_sync(get_channel_layer().group_send)(
-                session_group(owned.id),
-                {"type": "session.subscribe", "contexts": accepted, "since": head},
-            )
         return Response(
-            {"type": "subscribed", "contexts": active, "rejected": rejected, "seq": head}
+            subscription_add(user=request.user, session=data["session"], contexts=data["contexts"])
         )
 
 
@@ -309,26 +277,13 @@ class AcknowledgeView(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = json_body(request, AcknowledgeSerializer)
-        owned = connection_owned(session=data["session"], user=request.user)
-        if owned is None:
-            raise NotFound("No such session.")
-        client = receipt_client_key(
+        acknowledgement_record(
             user=request.user,
             session_key=getattr(getattr(request, "session", None), "session_key", None),
-            connection_id=owned.id,
+            session=data["session"],
+            seq=data.get("seq"),
+            notification=data.get("notification"),
         )
-        if "notification" in data:
-            notification_acknowledge(
-                notification=data["notification"],
-                client=client,
-                audience=audience_of(request.user),
-            )
-            return Response(status=http_status.HTTP_204_NO_CONTENT)
-        head = change_log_state().head_seq
-        if data["seq"] > head:
-            raise InvalidParameter(f"`seq` is above the server's head ({head}).")
-        connection_ack_record(session=owned.id, seq=data["seq"])
-        notifications_acknowledge_through(client=client, seq=data["seq"])
         return Response(status=http_status.HTTP_204_NO_CONTENT)
 
 
