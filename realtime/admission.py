@@ -8,6 +8,9 @@ off: the common case) costs no lookup. The first refusal wins; the transport ans
 in its own way (WebSocket: 1013 with `retry_after=`, SSE and polling: 503 with
 Retry-After), with the refusal's message and retry hint.
 
+`subscriptions_over_cap` is the one rule of how many contexts a connection, stream, poll or
+session may follow (REALTIME_MAX_SUBSCRIPTIONS); each transport answers it its own way.
+
 `status_fields` are the figures of `GET /api/updates/status` that the apps above add
 (adminpanel: `maintenance`)."""
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from django.conf import settings
 
 
 @dataclass(frozen=True)
@@ -65,3 +70,11 @@ async def admission_refusal(*, transport: str, user_of: UserOf) -> Refusal | Non
 
 def status_figures() -> dict[str, Any]:
     return {name: fn() for name, fn in _status_fields.items()}
+
+
+def subscriptions_over_cap(count: int, *, per: str) -> str | None:
+    """Why `count` contexts are too many for one `per` (connection, stream, poll,
+    session), or None when they are within REALTIME_MAX_SUBSCRIPTIONS."""
+    if count <= settings.REALTIME_MAX_SUBSCRIPTIONS:
+        return None
+    return f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per {per}."

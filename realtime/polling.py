@@ -39,6 +39,7 @@ from common.json import json_dumps
 from common.ratelimit import rate_limiter_async
 from emissions.access import contexts_authorize
 from realtime import protocol
+from realtime.admission import subscriptions_over_cap
 from realtime.hub import get_hub
 from realtime.selectors import connection_owned
 from realtime.serializers import SEQ_MAX
@@ -147,11 +148,8 @@ def poll_query_parse(cursor: str, params: QueryDict) -> PollQuery:
         contexts = list(dict.fromkeys(item for item in items if item))
         if not contexts:
             raise InvalidParameter("`contexts` lists at least one context, comma separated.")
-        if len(contexts) > settings.REALTIME_MAX_SUBSCRIPTIONS:
-            raise InvalidParameter(
-                f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per poll.",
-                code=protocol.TOO_MANY_SUBSCRIPTIONS,
-            )
+        if over := subscriptions_over_cap(len(contexts), per="poll"):
+            raise InvalidParameter(over, code=protocol.TOO_MANY_SUBSCRIPTIONS)
     elif "session" not in single:
         raise InvalidParameter("`contexts` is required (or a `session` whose contexts to use).")
 

@@ -38,6 +38,7 @@ from common.identity import client_key
 from emissions.access import audience_of, contexts_authorize
 from preferences.selectors import ClientPolicy, client_policy_resolve, context_category
 from realtime import protocol
+from realtime.admission import subscriptions_over_cap
 from realtime.follower import OutFrame, batch_frame
 from realtime.hub import Hub, get_hub
 from realtime.metrics import session_ended_count
@@ -478,10 +479,8 @@ class LiveSession:
         accepted = list(dict.fromkeys(accepted))
         rejected = [d.rejection() for d in decisions if d.code]
         new = [c for c in accepted if c not in self.cursors]
-        if len(self.cursors) + len(new) > settings.REALTIME_MAX_SUBSCRIPTIONS:
-            raise TooManySubscriptions(
-                f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per connection."
-            )
+        if over := subscriptions_over_cap(len(self.cursors) + len(new), per="connection"):
+            raise TooManySubscriptions(over)
         for context in accepted:
             self.switching.setdefault(context, [])
             if context in new:

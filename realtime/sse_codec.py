@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 from django.conf import settings
 
 from realtime import protocol
+from realtime.admission import subscriptions_over_cap
 from realtime.consumers import header
 
 logger = logging.getLogger(__name__)
@@ -99,12 +100,8 @@ def stream_request_parse(scope: dict) -> StreamRequest:
     contexts = list(dict.fromkeys(contexts))
     if not contexts:
         raise _invalid("`contexts` lists at least one context, comma separated.")
-    if len(contexts) > settings.REALTIME_MAX_SUBSCRIPTIONS:
-        raise StreamRefused(
-            400,
-            protocol.TOO_MANY_SUBSCRIPTIONS,
-            f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per stream.",
-        )
+    if over := subscriptions_over_cap(len(contexts), per="stream"):
+        raise StreamRefused(400, protocol.TOO_MANY_SUBSCRIPTIONS, over)
 
     since = None
     if "since" in single:

@@ -7,7 +7,6 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 
 from changes.contexts import SYSTEM
@@ -17,6 +16,7 @@ from emissions.access import audience_of, contexts_authorize
 from notifications.selectors import receipt_client_key
 from notifications.services import notification_acknowledge, notifications_acknowledge_through
 from realtime import protocol
+from realtime.admission import subscriptions_over_cap
 from realtime.groups import session_group
 from realtime.models import ActiveConnection, Transport
 from realtime.selectors import connection_owned
@@ -43,11 +43,8 @@ def subscription_add(*, user: Any, session: str, contexts: list[str]) -> dict:
     )
     rejected = [d.rejection() for d in decisions if d.code]
     active = list(dict.fromkeys([*owned.contexts, *accepted]))
-    if len(active) > settings.REALTIME_MAX_SUBSCRIPTIONS:
-        raise ApplicationError(
-            f"At most {settings.REALTIME_MAX_SUBSCRIPTIONS} contexts per session.",
-            code=protocol.TOO_MANY_SUBSCRIPTIONS,
-        )
+    if over := subscriptions_over_cap(len(active), per="session"):
+        raise ApplicationError(over, code=protocol.TOO_MANY_SUBSCRIPTIONS)
     # The head before the stream hears of it: the stream starts the new contexts right
     # after this seq, so the client misses nothing published after `seq`.
     head = change_log_state().head_seq
