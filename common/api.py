@@ -28,10 +28,8 @@ class ApiView(APIView):
         return super().handle_exception(exc)
 
 
-def json_body(request: Request, serializer_class) -> dict:
-    """The validated JSON body; 413 over REALTIME_MAX_FRAME_BYTES (the largest client
-    message, PROTOCOL.md), 400 when malformed."""
-    limit = settings.REALTIME_MAX_FRAME_BYTES
+def request_body(request: Request, limit: int) -> bytes:
+    """The raw body; 413 when it is, or says it is, over `limit` bytes (read no further)."""
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -45,6 +43,13 @@ def json_body(request: Request, serializer_class) -> dict:
         raise too_large from None
     if len(raw) > limit:
         raise too_large
+    return raw
+
+
+def json_body(request: Request, serializer_class) -> dict:
+    """The validated JSON body; 413 over REALTIME_MAX_FRAME_BYTES (the largest client
+    message, PROTOCOL.md), 400 when malformed."""
+    request_body(request, settings.REALTIME_MAX_FRAME_BYTES)
     try:
         data = request.data
     except RecursionError:

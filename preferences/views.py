@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status as http_status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ApiView
+from common.api import ApiView, request_body
 from common.errors import ApplicationError
 from preferences.selectors import client_policy_resolve, refresh_policies_list
 from preferences.serializers import (
@@ -46,23 +45,7 @@ def json_document(request: Request) -> Any:
             code="unsupported_media_type",
             status_code=http_status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
         )
-    too_large = ApplicationError(
-        f"The body is limited to {BODY_MAX_BYTES} bytes.",
-        code="payload_too_large",
-        status_code=http_status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-    )
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > BODY_MAX_BYTES:
-        raise too_large
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise too_large from None
-    if len(raw) > BODY_MAX_BYTES:
-        raise too_large
+    raw = request_body(request, BODY_MAX_BYTES)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
