@@ -77,7 +77,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from bench.common import bench_database_ready, result_write, verdict
-from bench.latency import PRODUCT_SERVER, Stack, active_connections_tidy, stop_on_sigterm
+from bench.harness import PRODUCT_SERVER, Stack, active_connections_tidy, stop_on_sigterm
 
 REAL_S = 600.0  # the scenario's 10 minutes
 RELOAD_S = 10.0
@@ -879,7 +879,7 @@ def _kb(value: int) -> str:
     return f"{value / 1000:,.1f} kB"
 
 
-def _ms(value) -> str:
+def fmt_ms(value) -> str:
     return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
@@ -925,13 +925,13 @@ def report_section(data: dict) -> list[str]:
         f" {_kb(dr['total'])}, naive {_kb(nr['total'])}: **{data['ratio_received']}x** less"
         f" ({data['ratio_both_ways']}x counting what the clients sent too) | |",
         "| latency, differential: commit to client | | p50"
-        f" {_ms(diff['latency']['p50_ms'])} ms, p99 {_ms(diff['latency']['p99_ms'])} ms"
+        f" {fmt_ms(diff['latency']['p50_ms'])} ms, p99 {fmt_ms(diff['latency']['p99_ms'])} ms"
         f" ({diff['latency']['count']} changes) | |",
         "| latency, naive: commit to the reload that shows it | | p50"
         f" {_s(naive['latency_real']['p50_ms'])} s, p99"
         f" {_s(naive['latency_real']['p99_ms'])} s in real time"
-        f" (measured compressed: p50 {_ms(naive['latency_compressed']['p50_ms'])} ms, p99"
-        f" {_ms(naive['latency_compressed']['p99_ms'])} ms) | |",
+        f" (measured compressed: p50 {fmt_ms(naive['latency_compressed']['p50_ms'])} ms, p99"
+        f" {fmt_ms(naive['latency_compressed']['p99_ms'])} ms) | |",
         f"| loss | zero lost | differential: {diff['delivered']} of {data['view_changes']}"
         f" changes delivered, {diff['lost']} lost; naive: {naive['shown']} shown,"
         f" {naive['not_shown']} never shown | {verdict(_no_loss(data))} |",

@@ -54,7 +54,7 @@ from websockets.exceptions import InvalidHandshake
 from bench.baseline_clients import BUCKET_US, frame
 from bench.baseline_servers import FRAME_TYPE, group_name, pubsub_channel
 from bench.common import REPO, result_write
-from bench.latency import (
+from bench.harness import (
     child_preexec,
     free_port,
     hist_percentile,
@@ -487,11 +487,11 @@ def step_line(s: dict) -> str:
     cpu = s["cpu_cores"]
     return (
         f"{s['deliveries_target']:>7,}/s ({s['frames_per_s']:g} frames/s): delivered"
-        f" {s['deliveries_per_s']:,}/s p50 {_ms(s['p50_ms'])} p99 {_ms(s['p99_ms'])} max"
-        f" {_ms(s['max_ms'])} ms, missing {s['missing']}, publisher late"
+        f" {s['deliveries_per_s']:,}/s p50 {fmt_ms(s['p50_ms'])} p99 {fmt_ms(s['p99_ms'])} max"
+        f" {fmt_ms(s['max_ms'])} ms, missing {s['missing']}, publisher late"
         f" {s['publisher']['late_end_ms']} ms; cores server {cpu['server']} clients"
         f" {cpu['clients']} (max {cpu['client_max']}) machine {cpu['machine']}; client loop"
-        f" p99 {_ms(s['client_loop_lag_ms']['p99'])} ms; server"
+        f" p99 {fmt_ms(s['client_loop_lag_ms']['p99'])} ms; server"
         f" {s['server_us_per_delivery']} us/delivery -> "
         + ("pass" if s["passed"] else f"FAIL (bound: {s['bound']})")
     )
@@ -507,7 +507,7 @@ def sustained(data: dict, server: str) -> float | None:
     return float(max(passed)) if passed else None
 
 
-def _ms(value) -> str:
+def fmt_ms(value) -> str:
     return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
@@ -520,7 +520,7 @@ def _step_at(run: dict, deliveries: int) -> dict | None:
 
 
 def _p99_at(step: dict | None, deliveries: int) -> str:
-    return f"{_ms(step['p99_ms'])} ms at {deliveries:,}/s" if step else "-"
+    return f"{fmt_ms(step['p99_ms'])} ms at {deliveries:,}/s" if step else "-"
 
 
 def report_section(data: dict) -> list[str]:
@@ -579,11 +579,11 @@ def report_section(data: dict) -> list[str]:
             cpu = s["cpu_cores"]
             lines.append(
                 f"| {s['deliveries_target']:,} | {s['frames_per_s']:g} |"
-                f" {s['deliveries_per_s']:,} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} |"
-                f" {_ms(s['max_ms'])} | {s['missing']} | {s['publisher']['late_end_ms']:.0f} |"
+                f" {s['deliveries_per_s']:,} | {fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} |"
+                f" {fmt_ms(s['max_ms'])} | {s['missing']} | {s['publisher']['late_end_ms']:.0f} |"
                 f" {cpu['server']} / {cpu['clients']} ({cpu['client_max']}) / {cpu['others']} /"
                 f" {cpu['machine']} |"
-                f" {s['server_us_per_delivery']} | {_ms(s['client_loop_lag_ms']['p99'])} |"
+                f" {s['server_us_per_delivery']} | {fmt_ms(s['client_loop_lag_ms']['p99'])} |"
                 f" {s['server_rss_kb'] / 1024:.0f} MB | {'yes' if s['passed'] else 'no'} |"
             )
     lines += ["", *baseline_notes(data), ""]

@@ -34,7 +34,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import RESULTS, bench_database_ready, result_write, verdict
-from bench.latency import (
+from bench.harness import (
     POOL_YEAR,
     PRODUCT_SERVER,
     SERVERS,
@@ -238,7 +238,7 @@ def report_section(data: dict) -> list[str]:
             first = run["steps"][0] if run["steps"] else None
             measured = "none sustained" + (
                 f" (already at {first['rate']:g} change(s)/s: {first['deliveries_per_s']:,}"
-                f" deliveries/s, p99 {_ms(first['p99_ms'])} ms)"
+                f" deliveries/s, p99 {fmt_ms(first['p99_ms'])} ms)"
                 if first
                 else ""
             )
@@ -266,8 +266,9 @@ def report_section(data: dict) -> list[str]:
             cpu = s["cpu_cores"]
             lines.append(
                 f"| {run['server']} | {run['clients']:,} | {s['rate']:g} |"
-                f" {s['deliveries_per_s']:,} | {s['items_per_s']:,} | {_ms(s['p50_ms'])} |"
-                f" {_ms(s['p99_ms'])} | {_ms(s['max_ms'])} | {s['lost']} | {s['drain_s']:.1f} |"
+                f" {s['deliveries_per_s']:,} | {s['items_per_s']:,} | {fmt_ms(s['p50_ms'])} |"
+                f" {fmt_ms(s['p99_ms'])} | {fmt_ms(s['max_ms'])} | {s['lost']} |"
+                f" {s['drain_s']:.1f} |"
                 f" {s['web_rss_kb'] / 1024:.0f} MB | {cpu['web']} / {cpu['loadgens']} /"
                 f" {cpu['machine']} | {'yes' if s['sustained'] else 'no'} |"
             )
@@ -411,7 +412,7 @@ def fanout_notes(data: dict) -> list[str]:
     return notes
 
 
-def _ms(value) -> str:
+def fmt_ms(value) -> str:
     return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 

@@ -69,14 +69,14 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import REPO, RESULTS, bench_database_ready, result_write, verdict
-from bench.latency import (
+from bench.harness import (
     PRODUCT_SERVER,
     Fleet,
     Stack,
     Workload,
     Writer,
-    _ms,
     active_connections_tidy,
+    fmt_ms,
     loadgens_for,
     loadgens_more,
     measure,
@@ -340,8 +340,9 @@ def phase(
 def phase_line(cell: dict) -> str:
     cut = cell["cutoffs"]
     text = (
-        f"{cell['kind']:5} round {cell['round']}: p50={_ms(cell['p50_ms'])}"
-        f" p95={_ms(cell['p95_ms'])} p99={_ms(cell['p99_ms'])} max={_ms(cell['max_ms'])} ms"
+        f"{cell['kind']:5} round {cell['round']}: p50={fmt_ms(cell['p50_ms'])}"
+        f" p95={fmt_ms(cell['p95_ms'])} p99={fmt_ms(cell['p99_ms'])}"
+        f" max={fmt_ms(cell['max_ms'])} ms"
         f" lost={cell['lost']} dup={cell['duplicates']} gaps={cell['gaps']}"
         f" open={cell['open']}/{cell['clients']} deliveries/s={cell['deliveries_per_s']}"
         f" rss={cell['web_rss_kb'] // 1024} MB (max {cell['rss_kb_max'] // 1024})"
@@ -520,7 +521,7 @@ def report_section(data: dict) -> list[str]:
         lines += [
             f"| normal clients' p99 with {data['slow']:,} slow readers on the same process"
             f" ({data['clients']:,} clients, {data['rate']} changes/s) | within +20% of their"
-            f" p99 alone | {_ms(s[SLOW]['p99_ms'])} ms against {_ms(s[ALONE]['p99_ms'])} ms"
+            f" p99 alone | {fmt_ms(s[SLOW]['p99_ms'])} ms against {fmt_ms(s[ALONE]['p99_ms'])} ms"
             f" alone: {s['p99_ratio']:.2f}x (medians of {s[ALONE]['rounds']}; by round"
             f" {by_round}); {s['lost']} lost, {s['duplicates']} duplicated,"
             f" {s['closed_by_server']} normal clients closed by the server |"
@@ -546,7 +547,8 @@ def report_section(data: dict) -> list[str]:
             by_round = ", ".join(f"{r:.2f}x" for r in variant["p99_ratio_by_round"])
             lines.append(
                 f"| the same, {label} | (to tell where the cost lies) |"
-                f" {_ms(variant[SLOW]['p99_ms'])} ms against {_ms(variant[ALONE]['p99_ms'])} ms"
+                f" {fmt_ms(variant[SLOW]['p99_ms'])} ms against"
+                f" {fmt_ms(variant[ALONE]['p99_ms'])} ms"
                 f" alone: {variant['p99_ratio']:.2f}x (medians of {variant[ALONE]['rounds']};"
                 f" by round {by_round}); {variant['lost']} lost, {variant['cut_off']:,} closes"
                 " with 4413 | |"
@@ -586,8 +588,8 @@ def report_section(data: dict) -> list[str]:
         )
         lines.append(
             f"| {'(b) with slow readers' if c['kind'] == SLOW else '(a) alone'} | {c['round']} |"
-            f" {_ms(c['p50_ms'])} | {_ms(c['p95_ms'])} | {_ms(c['p99_ms'])} |"
-            f" {_ms(c['max_ms'])} | {_ms(_published_p99(c))} | {c['deliveries_per_s']:,} |"
+            f" {fmt_ms(c['p50_ms'])} | {fmt_ms(c['p95_ms'])} | {fmt_ms(c['p99_ms'])} |"
+            f" {fmt_ms(c['max_ms'])} | {fmt_ms(_published_p99(c))} | {c['deliveries_per_s']:,} |"
             f" {c['lost']} |"
             f" {c['duplicates']} | {c['gaps']} | {slow_cols} |"
             f" {c['web_rss_kb'] / 1024:.0f} / {c['rss_kb_max'] / 1024:.0f} MB |"
@@ -597,9 +599,9 @@ def report_section(data: dict) -> list[str]:
         for kind, name in ((ALONE, "(a)"), (SLOW, "(b)")):
             k = s[kind]
             lines.append(
-                f"| **median {name}** | | {_ms(k['p50_ms'])} | {_ms(k['p95_ms'])} |"
-                f" {_ms(k['p99_ms'])} | {_ms(k['max_ms'])} |"
-                f" {_ms(_published_p99_median(data['phases'], kind))} | | | | | | | | | | | |"
+                f"| **median {name}** | | {fmt_ms(k['p50_ms'])} | {fmt_ms(k['p95_ms'])} |"
+                f" {fmt_ms(k['p99_ms'])} | {fmt_ms(k['max_ms'])} |"
+                f" {fmt_ms(_published_p99_median(data['phases'], kind))} | | | | | | | | | | | |"
                 f" {k['rss_mb']} / {k['rss_max_mb']} MB | {k['web_cpu']} | |"
             )
     lines += ["", *notes(data), ""]
@@ -662,8 +664,8 @@ def notes(data: dict) -> list[str]:
         before_web = published[SLOW] - published[ALONE]
         out.append(
             f"- Before the web process: the publisher's p99 (commit to published) went from"
-            f" {_ms(published[ALONE])} to {_ms(published[SLOW])} ms with the slow readers,"
-            f" {_ms(before_web)} of the {_ms(rise)} ms the normal clients' p99 rose (medians"
+            f" {fmt_ms(published[ALONE])} to {fmt_ms(published[SLOW])} ms with the slow readers,"
+            f" {fmt_ms(before_web)} of the {fmt_ms(rise)} ms the normal clients' p99 rose (medians"
             " of the phases). The publisher is a process of its own that does nothing for"
             " the slow readers: what delays it is the machine's CPU, which every process of"
             " the stack and the load generators share (CPU column)."

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import REPO, manage, server_url
-from bench.latency import Stack
+from bench.common import manage, server_url
+from bench.harness import Stack, procfile_entries
 
-PROCFILE = REPO / "Procfile"
 # The processes of `make run` that the soaks start: everything but flower (a monitoring
 # UI) and the simulator (it would write changes of its own, at its own rate).
 SOAK_PROCESSES = ("web", "publisher", "worker", "beat")
@@ -36,11 +35,7 @@ CELERY_READY_S = 45.0
 
 def procfile_commands(names: tuple[str, ...] = SOAK_PROCESSES) -> dict[str, str]:
     """The Procfile's command lines of these processes, by name."""
-    entries = {}
-    for line in PROCFILE.read_text().splitlines():
-        name, sep, command = line.partition(":")
-        if sep and not line.startswith("#"):
-            entries[name.strip()] = command.strip()
+    entries = procfile_entries()
     missing = [name for name in names if name not in entries]
     if missing:
         raise ValueError(f"not in the Procfile: {', '.join(missing)}")

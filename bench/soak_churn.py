@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, bench_database_ready, result_write, verdict
-from bench.latency import (
+from bench.harness import (
     Fleet,
     Workload,
     Writer,

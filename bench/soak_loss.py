@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench.common import BENCH_DB, result_write, verdict
-from bench.latency import (
+from bench.harness import (
     Fleet,
     Workload,
     Writer,
@@ -199,7 +199,7 @@ def report_section(data: dict) -> list[str]:
             f" {r['changes_written']:,} | {r['items_expected']:,} | {r['items_received']:,} |"
             f" {r['coalesced']:,} | {r['lost']} | {r['missing']} | {r['duplicated']} |"
             f" {r['unexpected']} | {r['behind_after_drain']} |"
-            f" {_ms(r['p50_ms'])} / {_ms(r['p99_ms'])} | {r['web_rss_kb'] / 1024:.0f} MB |"
+            f" {fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])} | {r['web_rss_kb'] / 1024:.0f} MB |"
             f" {r['run_s']} |"
         )
     lines.append("")
@@ -212,7 +212,7 @@ def report_section(data: dict) -> list[str]:
     return lines
 
 
-def _ms(value) -> str:
+def fmt_ms(value) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench.common import bench_database_ready, result_write, verdict
-from bench.latency import (
+from bench.harness import (
     PRODUCT_SERVER,
     Fleet,
     Stack,
@@ -177,14 +177,14 @@ def run_transport(
 # -- the report section -------------------------------------------------------------------------
 
 
-def _ms(value) -> str:
+def fmt_ms(value) -> str:
     return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _cell_figure(cell: dict) -> str:
     return (
-        f"p50 {_ms(cell['p50_ms'])} ms, p95 {_ms(cell['p95_ms'])} ms, p99"
-        f" {_ms(cell['p99_ms'])} ms, max {_ms(cell['max_ms'])} ms; {cell['lost']} lost"
+        f"p50 {fmt_ms(cell['p50_ms'])} ms, p95 {fmt_ms(cell['p95_ms'])} ms, p99"
+        f" {fmt_ms(cell['p99_ms'])} ms, max {fmt_ms(cell['max_ms'])} ms; {cell['lost']} lost"
     )
 
 
@@ -262,11 +262,11 @@ def report_section(data: dict) -> list[str]:
         http = c["http"]
         poll = c["transport"] == "longpoll"
         rps = f"{http['requests_per_s']:,}" if poll else "-"
-        wait = f"{_ms(http['wait_p50_ms'])} / {_ms(http['wait_p99_ms'])}" if poll else "-"
+        wait = f"{fmt_ms(http['wait_p50_ms'])} / {fmt_ms(http['wait_p99_ms'])}" if poll else "-"
         lines.append(
-            f"| {LABELS[c['transport']]} | {c['clients']:,} | {c['rate']} | {_ms(c['p50_ms'])} |"
-            f" {_ms(c['p95_ms'])} | {_ms(c['p99_ms'])} | {_ms(c['max_ms'])} |"
-            f" {_ms(st.get('to_published_p50_ms'))} / {_ms(st.get('to_published_p99_ms'))} |"
+            f"| {LABELS[c['transport']]} | {c['clients']:,} | {c['rate']} | {fmt_ms(c['p50_ms'])} |"
+            f" {fmt_ms(c['p95_ms'])} | {fmt_ms(c['p99_ms'])} | {fmt_ms(c['max_ms'])} |"
+            f" {fmt_ms(st.get('to_published_p50_ms'))} / {fmt_ms(st.get('to_published_p99_ms'))} |"
             f" {c['deliveries_per_s']:,} | {c['items_per_s']:,} | {c['items_received']:,} |"
             f" {c['lost']} | {c['duplicates']} | {'n/a' if poll else c['gaps']} |"
             f" {c['drain_s']} |"
@@ -297,7 +297,7 @@ def transport_notes(data: dict) -> list[str]:
         )
     for c in cells:
         kinds = ", ".join(
-            f"{kind} p50 {_ms(k['p50_ms'])} / p99 {_ms(k['p99_ms'])} ms"
+            f"{kind} p50 {fmt_ms(k['p50_ms'])} / p99 {fmt_ms(k['p99_ms'])} ms"
             for kind, k in c.get("by_kind", {}).items()
         )
         if kinds:

@@ -14,13 +14,9 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from bench.harness import free_port, procfile_entries
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url_of_tests() -> str:
@@ -36,12 +32,10 @@ def stack_env(**extra) -> dict:
 def procfile_command(name: str, env: dict) -> list[str]:
     """The Procfile's command line for process `name`, its `${VAR:-default}`s filled from
     `env`, run with this interpreter (`python`) and its Celery (`celery`)."""
-    lines = (REPO / "Procfile").read_text().splitlines()
-    entries = dict(line.split(":", 1) for line in lines if line.strip() and ":" in line)
     expanded = re.sub(
         r"\$\{(\w+):-([^}]*)\}",
         lambda match: env.get(match[1]) or match[2],
-        entries[name].strip(),
+        procfile_entries()[name],
     )
     argv = shlex.split(expanded)
     if argv[0] == "python":
