@@ -8,8 +8,8 @@ from django import forms
 from django.contrib import admin
 
 from preferences.models import CategoryPreference, RefreshPolicy, RefreshPreference, Transport
+from preferences.policies import refresh_policies_update, refresh_policy_values_check
 from preferences.selectors import POLICY_FIELDS
-from preferences.services import refresh_policies_update, refresh_policy_values_check
 
 
 class RefreshPolicyForm(forms.ModelForm):

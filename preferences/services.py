@@ -1,4 +1,5 @@
-"""Writes of refresh preferences and policies.
+"""Writes of a viewer's refresh preferences, and what policy edits share with them
+(preferences/policies.py).
 
 Both validate the whole request against the current policies (one clear reason per bad
 field, never a database error), write in one transaction, and once it has committed tell
@@ -12,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import uuid
 import zoneinfo
 from functools import cache
 from typing import Any
@@ -21,30 +21,20 @@ from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models.functions import Now
 
-from common.audit import POLICY_EDIT, audit
 from common.errors import ApplicationError
 from common.identity import client_key
 from preferences.models import (
     MODE_INTERVAL_MS,
-    POLICY_MAX_DEBOUNCE_MS,
-    POLICY_MAX_DELIVERIES_PER_MINUTE,
-    POLICY_MAX_INTERVAL_MS,
     Category,
     CategoryPreference,
     Mode,
     NotificationThreshold,
-    RefreshPolicy,
     RefreshPreference,
-    Transport,
-    UserType,
 )
 from preferences.selectors import (
-    POLICY_FIELDS,
     PolicyValues,
     PreferenceSnapshot,
-    policy_values_of,
     preference_snapshot_of,
-    refresh_policy_table_forget,
     refresh_policy_table_load,
     user_type_of,
 )
@@ -57,8 +47,6 @@ POLICY_CHANGED = "policy_changed"
 SCOPE_POLICY = "policy"
 SCOPE_PREFERENCES = "preferences"
 
-# Most policy items one PUT may carry: 16 pairs exist; more can only be repeats or junk.
-POLICY_ITEMS_MAX = 16
 # "HH:MM", 00:00 to 23:59.
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 # Longest IANA zone name in use is 32 characters (America/Argentina/ComodRivadavia).
@@ -71,13 +59,7 @@ class PreferencesInvalid(ApplicationError):
     code = "invalid_preferences"
 
 
-class PolicyInvalid(ApplicationError):
-    """A policy edit that cannot be stored; `detail` maps fields to reasons."""
-
-    code = "invalid_policy"
-
-
-class _Errors:
+class FieldErrors:
     """Reasons collected per field path, so one answer names every problem."""
 
     def __init__(self) -> None:
@@ -90,11 +72,11 @@ class _Errors:
         return bool(self.by_field)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _name(value: Any) -> str:
+def short_name(value: Any) -> str:
     """A client-supplied key, shortened for an error message."""
     return str(value)[:40]
 
@@ -104,7 +86,7 @@ def _timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-def _notify(payload: dict, clients: list[str] | None) -> None:
+def connections_notify(payload: dict, clients: list[str] | None) -> None:
     """Tell the open connections (preferences/signals.py); a lost message must not undo a
     committed change (new connections resolve the policy afresh anyway)."""
     for receiver, outcome in policy_changed.send_robust(None, payload=payload, clients=clients):
@@ -121,7 +103,7 @@ def _notify(payload: dict, clients: list[str] | None) -> None:
 
 def _preferences_validate(document: Any, *, user_type: str, table: dict) -> dict:
     """The validated changes of a PUT body; PreferencesInvalid with every reason."""
-    errors = _Errors()
+    errors = FieldErrors()
     if not isinstance(document, dict):
         raise PreferencesInvalid({"non_field_errors": ["Send a JSON object."]})
     known = {"categories", "paused", "notification_threshold", "quiet_hours"}
@@ -129,7 +111,7 @@ def _preferences_validate(document: Any, *, user_type: str, table: dict) -> dict
         if key not in known:
             errors.add(
                 "non_field_errors",
-                f"Unknown field {_name(key)!r}; allowed: {', '.join(sorted(known))}.",
+                f"Unknown field {short_name(key)!r}; allowed: {', '.join(sorted(known))}.",
             )
     changes: dict[str, Any] = {}
 
@@ -140,11 +122,11 @@ def _preferences_validate(document: Any, *, user_type: str, table: dict) -> dict
             errors.add("categories", 'An object of category name to {"mode": ...}.')
         else:
             for name, entry in categories.items():
-                path = f"categories.{_name(name)}"
+                path = f"categories.{short_name(name)}"
                 if name not in Category.values:
                     errors.add(
                         path,
-                        f"Unknown category {_name(name)!r}; categories: "
+                        f"Unknown category {short_name(name)!r}; categories: "
                         f"{', '.join(Category.values)}.",
                     )
                     continue
@@ -210,7 +192,7 @@ def _mode_refusal(mode: Any, policy: PolicyValues) -> str | None:
     return None
 
 
-def _quiet_hours_parse(quiet: dict, errors: _Errors) -> tuple | None:
+def _quiet_hours_parse(quiet: dict, errors: FieldErrors) -> tuple | None:
     times = []
     for key in ("start", "end"):
         value = quiet[key]
@@ -280,154 +262,9 @@ def refresh_preferences_update(
             )
 
     owner = client_key(user, session_key)
-    transaction.on_commit(lambda: _notify({"scope": SCOPE_PREFERENCES}, [owner] if owner else []))
+    transaction.on_commit(
+        lambda: connections_notify({"scope": SCOPE_PREFERENCES}, [owner] if owner else [])
+    )
     return preference_snapshot_of(
         RefreshPreference.objects.prefetch_related("categories").get(pk=row.pk)
     )
-
-
-# -- policies ------------------------------------------------------------------------------
-
-
-def refresh_policy_values_check(values: dict) -> dict[str, list[str]]:
-    """Why a complete set of policy values cannot be stored (field: reasons); empty when
-    it can. The same rules as the table's constraints, in words."""
-    errors = _Errors()
-    for name in ("min_interval_ms", "default_interval_ms"):
-        value = values.get(name)
-        if not _is_int(value) or not 0 <= value <= POLICY_MAX_INTERVAL_MS:
-            errors.add(name, f"An integer from 0 to {POLICY_MAX_INTERVAL_MS} (ms).")
-    deliveries = values.get("max_deliveries_per_minute")
-    if not _is_int(deliveries) or not 1 <= deliveries <= POLICY_MAX_DELIVERIES_PER_MINUTE:
-        errors.add(
-            "max_deliveries_per_minute",
-            f"An integer from 1 to {POLICY_MAX_DELIVERIES_PER_MINUTE}.",
-        )
-    debounce = values.get("debounce_ms")
-    if not _is_int(debounce) or not 0 <= debounce <= POLICY_MAX_DEBOUNCE_MS:
-        errors.add("debounce_ms", f"An integer from 0 to {POLICY_MAX_DEBOUNCE_MS} (ms).")
-    transports = values.get("allowed_transports")
-    if (
-        not isinstance(transports, list | tuple)
-        or not transports
-        or not all(isinstance(t, str) and t in Transport.values for t in transports)
-        or len(set(transports)) != len(transports)
-    ):
-        errors.add(
-            "allowed_transports",
-            f"A non-empty list without repeats of {', '.join(Transport.values)}.",
-        )
-    realtime = values.get("realtime_allowed")
-    if not isinstance(realtime, bool):
-        errors.add("realtime_allowed", "Must be true or false.")
-    if errors:
-        return errors.by_field
-    default, minimum = values["default_interval_ms"], values["min_interval_ms"]
-    if default == 0 and not realtime:
-        errors.add(
-            "default_interval_ms",
-            "0 (real time) needs realtime_allowed; give an interval of at least the minimum.",
-        )
-    elif default != 0 and default < minimum:
-        errors.add(
-            "default_interval_ms",
-            f"At least min_interval_ms ({minimum}), or 0 for real time.",
-        )
-    return errors.by_field
-
-
-def _policy_items_validate(document: Any) -> list[dict]:
-    """The items of `PUT /api/admin/refresh-policies`, shape-checked."""
-    if not isinstance(document, dict) or set(document) != {"policies"}:
-        raise PolicyInvalid({"non_field_errors": ['Send {"policies": [...]}.']})
-    items = document["policies"]
-    if not isinstance(items, list) or not 1 <= len(items) <= POLICY_ITEMS_MAX:
-        raise PolicyInvalid({"policies": [f"A list of 1 to {POLICY_ITEMS_MAX} policy objects."]})
-    errors = _Errors()
-    seen: set[tuple] = set()
-    allowed = {"user_type", "category", *POLICY_FIELDS}
-    for index, item in enumerate(items):
-        path = f"policies[{index}]"
-        if not isinstance(item, dict):
-            errors.add(path, "A policy object.")
-            continue
-        unknown = sorted(_name(key) for key in item if key not in allowed)
-        if unknown:
-            errors.add(path, f"Unknown field(s): {', '.join(unknown)}.")
-        user_type, category = item.get("user_type"), item.get("category")
-        if not isinstance(user_type, str) or user_type not in UserType.values:
-            errors.add(f"{path}.user_type", f"One of {', '.join(UserType.values)}.")
-        if not isinstance(category, str) or category not in Category.values:
-            errors.add(f"{path}.category", f"One of {', '.join(Category.values)}.")
-        if isinstance(user_type, str) and isinstance(category, str):
-            if (user_type, category) in seen:
-                errors.add(path, "The same user type and category appear twice.")
-            seen.add((user_type, category))
-        if not set(item) & set(POLICY_FIELDS):
-            errors.add(path, f"Name at least one of {', '.join(POLICY_FIELDS)}.")
-    if errors:
-        raise PolicyInvalid(errors.by_field)
-    return items
-
-
-@transaction.atomic
-def refresh_policies_update(*, actor: Any, document: Any, via: str = "api") -> list[dict]:
-    """Change the policies a PUT names (fields left out keep their value), record each
-    changed one in the audit log (policy_edit, with before and after), and once committed
-    make every open connection re-resolve its policy. Returns the changed policies.
-
-    Locks the edited rows, so two concurrent edits of one policy apply one after the
-    other, each validated against what the other left.
-    """
-    items = _policy_items_validate(document)
-    table = refresh_policy_table_load()
-    errors = _Errors()
-    planned = []
-    for index, item in enumerate(items):
-        key = (item["user_type"], item["category"])
-        row = (
-            RefreshPolicy.objects.select_for_update()
-            .filter(user_type=key[0], category=key[1])
-            .first()
-        )
-        before = policy_values_of(row).as_dict() if row is not None else table[key].as_dict()
-        after = {**before, **{name: item[name] for name in POLICY_FIELDS if name in item}}
-        for name, reasons in refresh_policy_values_check(after).items():
-            for reason in reasons:
-                errors.add(f"policies[{index}].{name}", reason)
-        planned.append((key, row, before, after))
-    if errors:
-        raise PolicyInvalid(errors.by_field)
-
-    changed = []
-    for (user_type, category), row, before, after in planned:
-        # Stored in the canonical order (websocket, sse, polling), like the table reads.
-        after = policy_values_of(after).as_dict()
-        if after == before:
-            continue  # nothing to change, audit or announce
-        if row is None:
-            row = RefreshPolicy(user_type=user_type, category=category)
-        for name, value in after.items():
-            setattr(row, name, value)
-        row.updated_at = Now()
-        row.save()
-        audit(
-            actor=actor,
-            action=POLICY_EDIT,
-            target=f"{user_type}/{category}",
-            details={
-                "via": via,
-                "before": before,
-                "after": after,
-                "changed": sorted(k for k in after if after[k] != before.get(k)),
-            },
-        )
-        changed.append({"user_type": user_type, "category": category, **after})
-    if changed:
-        transaction.on_commit(_policies_changed)
-    return changed
-
-
-def _policies_changed() -> None:
-    refresh_policy_table_forget()
-    _notify({"scope": SCOPE_POLICY, "version": uuid.uuid4().hex}, None)

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from common.api import ApiView, request_body
 from common.errors import ApplicationError
+from preferences.policies import refresh_policies_update
 from preferences.selectors import client_policy_resolve, refresh_policies_list
 from preferences.serializers import (
     PoliciesEditReplySerializer,
@@ -26,11 +27,7 @@ from preferences.serializers import (
     PreferencesReplySerializer,
     PreferencesSerializer,
 )
-from preferences.services import (
-    refresh_policies_update,
-    refresh_preferences_update,
-    refresh_preferences_validate,
-)
+from preferences.services import refresh_preferences_update, refresh_preferences_validate
 
 # A full preferences document is under 500 bytes and all 16 policies under 4 KiB.
 BODY_MAX_BYTES = 16 * 1024
