@@ -265,3 +265,10 @@ class ContextFollower:
 
 def _decode(frame: str) -> dict[str, Any]:
     return json.loads(frame, parse_float=Decimal)
+
+
+def batch_after(text: str, cursor: int, context: str) -> str:
+    """Re-encode a batch keeping only the items after `cursor` (a rare overlap)."""
+    body = json.loads(text, parse_float=Decimal)
+    items = [item for item in body["changes"] if item["seq"] > cursor]
+    return batch_frame(context, cursor, body["seq_to"], items)

@@ -11,38 +11,31 @@ read from the log: no gap and no duplicate across the switch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import json
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from changes.contexts import SYSTEM
-from changes.items import items_coalesce
 from changes.selectors import (
-    RESET_CURSOR_INVALID,
-    RESET_EPOCH_CHANGED,
     LogState,
     change_log_state,
-    changes_since,
 )
 from common.identity import client_key
 from emissions.access import audience_of, contexts_authorize
 from preferences.selectors import ClientPolicy, client_policy_resolve, context_category
 from realtime import protocol
 from realtime.admission import subscriptions_over_cap
-from realtime.follower import OutFrame, batch_frame
+from realtime.catchup import CatchUp
+from realtime.follower import OutFrame, batch_after
 from realtime.hub import Hub, get_hub
 from realtime.metrics import session_ended_count
 from realtime.outbox import Outbox
+from realtime.pacing import Pacing
 from realtime.policy import FREE_RULE, ContextRule, client_policy_rules
 from realtime.services import (
     connection_close,
@@ -81,17 +74,11 @@ def close_hook(hook: CloseHook) -> CloseHook:
     return hook
 
 
-# Live frames held back for one context (waiting for its interval) beyond which they are
-# dropped and the batch is read from the change log instead: a 5-minute interval on a
-# busy context must not grow a connection's memory without bound.
-HELD_MAX_FRAMES = 200
-
-
 class TooManySubscriptions(Exception):
     """A subscribe that would exceed REALTIME_MAX_SUBSCRIPTIONS."""
 
 
-class LiveSession:
+class LiveSession(Pacing, CatchUp):
     """Cursors, buffers and pause state of one connection."""
 
     def __init__(
@@ -181,89 +168,6 @@ class LiveSession:
                 return
         await self._send_frame(context, frame)
 
-    def _rule(self, context: str) -> ContextRule:
-        return self.rules.get(context_category(context), FREE_RULE)
-
-    def _due(self, context: str, rule: ContextRule, first_held_at: float) -> float:
-        """When a batch of `context` may go: one spacing after the last, and one debounce
-        window after the first change it holds."""
-        last = self.last_sent_at.get(context, -math.inf)
-        return max(last + rule.spacing_s, first_held_at + rule.debounce_s)
-
-    def _hold(self, context: str, frame: OutFrame, now: float) -> None:
-        held = self.held.setdefault(context, [])
-        self.held_since.setdefault(context, now)
-        if len(held) >= HELD_MAX_FRAMES:
-            # Too much to keep: forget it and read the batch from the log when it is due.
-            held.clear()
-            self.held_overflow[context] = True
-        held.append(frame)
-        if context not in self.flush_tasks:
-            self.flush_tasks[context] = asyncio.create_task(self._send_held(context))
-
-    async def _send_held(self, context: str) -> None:
-        """When its rule allows, send everything held for a context as one batch.
-
-        The context stays in `held` until the send is done, so frames arriving meanwhile
-        queue behind it (and go out one spacing later) instead of overtaking it. A policy
-        change wakes the wait (`flush_wakeups`) so the batch is re-timed to the new rule.
-        """
-        loop = asyncio.get_running_loop()
-        try:
-            while self.held.get(context):
-                rule = self._rule(context)
-                first = self.held_since.get(context, loop.time())
-                delay = self._due(context, rule, first) - loop.time()
-                if delay > 0 and rule.live:
-                    wakeup = self.flush_wakeups[context] = asyncio.Event()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wakeup.wait(), delay)
-                    continue
-                frames, self.held[context] = self.held[context], []
-                self.held_since.pop(context, None)
-                overflow = self.held_overflow.pop(context, False)
-                if context not in self.cursors or self.paused or not rule.live:
-                    continue  # the cursor stays put; resume catches up from it
-                if overflow:
-                    await self._catch_up(context, self.cursors[context], through=None, merged=True)
-                    self.last_sent_at[context] = loop.time()
-                    continue
-                for merged in self._merged(context, frames):
-                    await self._send_frame(context, merged)
-        finally:
-            self.held.pop(context, None)
-            self.held_since.pop(context, None)
-            self.held_overflow.pop(context, None)
-            self.flush_tasks.pop(context, None)
-            self.flush_wakeups.pop(context, None)
-
-    def _merged(self, context: str, frames: list[OutFrame]) -> list[OutFrame]:
-        """Several live frames of one context as one batch after the cursor (records
-        changed several times coalesced), split into frames of at most max_batch items."""
-        cursor = self.cursors[context]
-        items = []
-        for frame in frames:
-            body = json.loads(frame.text, parse_float=Decimal)
-            items.extend(item for item in body["changes"] if item["seq"] > cursor)
-        items = items_coalesce(items)
-        seq_to = max(frame.seq_to for frame in frames)
-        size = max(1, self.policy["max_batch"])
-        chunks = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
-        merged, prev_seq = [], cursor
-        for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            chunk_to = seq_to if last else chunk[-1]["seq"]
-            merged.append(
-                OutFrame(
-                    prev_seq=min(frame.prev_seq for frame in frames) if index == 0 else prev_seq,
-                    seq_from=chunk[0]["seq"] if chunk else seq_to,
-                    seq_to=chunk_to,
-                    text=batch_frame(context, prev_seq, chunk_to, chunk),
-                )
-            )
-            prev_seq = chunk_to
-        return merged
-
     async def _send_frame(self, context: str, frame: OutFrame) -> None:
         cursor = self.cursors[context]
         if frame.seq_to <= cursor and not frame.reset:
@@ -275,7 +179,7 @@ class LiveSession:
             if cursor is None or frame.seq_to <= cursor:
                 return  # ended or unsubscribed meanwhile, or the catch-up covered it
         if frame.seq_from <= cursor and not frame.reset:
-            text = _after(frame.text, cursor, context)
+            text = batch_after(frame.text, cursor, context)
         else:
             text = frame.text
         await self.send(text)
@@ -564,115 +468,6 @@ class LiveSession:
     def active_contexts(self, new: list[str] | None = None) -> list[str]:
         return list(dict.fromkeys([*self.cursors, *(new or [])]))
 
-    # -- catch-up -------------------------------------------------------------------------
-
-    async def _start(self, contexts: list[str], *, since, epoch, state) -> None:
-        """Set each context's starting cursor (catching up if asked), then flush."""
-        for context in contexts:
-            start = since.get(context) if isinstance(since, dict) else since
-            if epoch is not None and epoch != state.epoch:
-                await self._reset(context, RESET_EPOCH_CHANGED, state)
-            elif start is None:
-                if context not in self.cursors:
-                    self.cursors[context] = state.head_seq
-            elif start > state.head_seq or start < 0:
-                await self._reset(context, RESET_CURSOR_INVALID, state)
-            else:
-                self.cursors[context] = start
-                if not self.paused:
-                    await self._catch_up(context, start, through=None, paced=True)
-            await self._flush(context)
-
-    async def _reset(self, context: str, reason: str, state) -> None:
-        await self.send(
-            protocol.reset(context=context, reason=reason, epoch=state.epoch, seq=state.head_seq)
-        )
-        self.cursors[context] = state.head_seq
-
-    async def _catch_up(
-        self,
-        context: str,
-        after: int,
-        *,
-        through: int | None,
-        paced: bool = False,
-        merged: bool = False,
-    ) -> None:
-        """Send the context's logged changes after `after` (up to the head, or `through`):
-        from the hub's memory when its recent frames reach back that far (what is newer
-        than them is still on its way and arrives live), else from the log. `paced`: as
-        fast as the client reads (a subscription's catch-up, on the connection's own
-        task; never from the hub's delivery). `merged`: the frames from memory go as one
-        batch (split at max_batch), as the log's page would, for a paced category."""
-        send = functools.partial(self.send, paced=paced)
-        recent = self.hub.follower(self.audience).recent_after(
-            context, after, most=settings.CATCHUP_MAX_CHANGES
-        )
-        if recent is not None:
-            if merged and recent:
-                recent = self._merged(context, recent)
-            await self._send_recent(context, after, recent, send)
-            return
-        limit = settings.PUBLISHER_FRAME_MAX_ITEMS
-        cursor = after
-        while not self.closed:
-            page = await database_sync_to_async(changes_since)(
-                cursors={context: cursor}, audience=self.audience, limit=limit
-            )
-            if page.resets:
-                await send(
-                    protocol.reset(
-                        context=context,
-                        reason=page.resets[0].reason,
-                        epoch=page.epoch,
-                        seq=page.head_seq,
-                    )
-                )
-                self.cursors[context] = page.head_seq
-                return
-            next_cursor = page.cursors.get(context, cursor)
-            if next_cursor > cursor:
-                await send(batch_frame(context, cursor, next_cursor, page.items))
-                self.frames_sent += 1
-                cursor = next_cursor
-                self.cursors[context] = cursor
-            if not page.has_more or (through is not None and cursor >= through):
-                return
-
-    async def _send_recent(
-        self, context: str, after: int, frames: list[OutFrame], send: Send
-    ) -> None:
-        cursor = after
-        for frame in frames:
-            if self.closed or context not in self.cursors:
-                return
-            if frame.seq_to <= cursor:
-                continue
-            # PROTOCOL.md: a catch-up batch follows the client's cursor (`prev_seq` = it).
-            # Frames from memory chain on from each other, so only the first one, whose
-            # own prev_seq is usually older, is re-encoded.
-            if frame.prev_seq == cursor and frame.seq_from > cursor:
-                text = frame.text
-            else:
-                text = _after(frame.text, cursor, context)
-            await send(text)
-            self.frames_sent += 1
-            cursor = self.cursors[context] = frame.seq_to
-
-    async def _flush(self, context: str) -> None:
-        """Send what arrived live during the catch-up, minus what it already covered."""
-        while self.switching.get(context):
-            frame = self.switching[context].pop(0)
-            if not self.paused:
-                await self._send_frame(context, frame)
-        self._switching_end(context)
-
-    def _switching_end(self, context: str) -> None:
-        self.switching.pop(context, None)
-        self.switching_bytes = sum(
-            len(frame.text) for frames in self.switching.values() for frame in frames
-        )
-
 
 # Why `admit` refused a connection.
 OVER_ADDRESS_CAP = "over_address_cap"
@@ -716,10 +511,3 @@ async def _nowhere(*args) -> None:
 # What a closed session holds instead of its outbox: its own outbox refers back to it
 # (`on_end`), a cycle that only a full garbage collection would free.
 _CLOSED_OUTBOX = Outbox(_nowhere, connection=None, limit=0, on_end=_nowhere)
-
-
-def _after(text: str, cursor: int, context: str) -> str:
-    """Re-encode a batch keeping only the items after `cursor` (a rare overlap)."""
-    body = json.loads(text, parse_float=Decimal)
-    items = [item for item in body["changes"] if item["seq"] > cursor]
-    return batch_frame(context, cursor, body["seq_to"], items)

@@ -241,9 +241,9 @@ async def test_an_interval_preference_coalesces_and_its_change_applies_at_once(w
 
 
 async def test_held_frames_past_the_bound_are_read_from_the_log(world, monkeypatch):
-    from realtime import session as live_session
+    from realtime import pacing
 
-    monkeypatch.setattr(live_session, "HELD_MAX_FRAMES", 2)
+    monkeypatch.setattr(pacing, "HELD_MAX_FRAMES", 2)
     acme = world["acme"]
     await publish()
     user, key = await make_user("viewer")
