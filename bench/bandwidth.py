@@ -1,7 +1,7 @@
 """Bandwidth: what it costs to keep a 50-company view current, differential against reload.
 
 The real stack (the web server, uvicorn as config/serve.py runs it, and `run_publisher`:
-bench/latency.py's Stack) on the 100,000-company bench database. The view is one
+bench/harness.py's Stack) on the 100,000-company bench database. The view is one
 directory page: `GET /api/companies/` (50 public companies, by name, every field: what
 the directory page shows). Two clients keep it current for 10 minutes of simulated time:
 
@@ -24,8 +24,8 @@ hour on the view's 50 companies (25 changes), plus the demo simulator's default 
 changes, none in the view: over 100,000 companies only 0.6 of them would land there).
 Each is a metric revision like the simulator's (one scope of the record times a factor
 drawn from lognormal(0, 0.08)), committed as raw SQL on the writer's own connection and
-stamped `source = 'bench:<time_ns>'` as in bench/latency.py; the view's changes revise a
-company's latest non-rejected year, so the directory's `latest_total_tonnes` moves
+stamped `source = 'bench:<time_ns>'` as by bench/harness.py's Writer; the view's changes
+revise a company's latest non-rejected year, so the directory's `latest_total_tonnes` moves
 (the naive client sees them), at uniformly random times.
 
 Time is compressed (10x, `--quick` 40x): the change rate, the reload interval, the
@@ -365,8 +365,8 @@ def change_plan(
 
 
 def write_plan(database_url: str, plan: list[Change], opened: float, stats: dict) -> None:
-    """Commit each change at its time (late ones at once), stamped as bench/latency.py does:
-    the stamp is taken just before the autocommitted UPDATE is sent."""
+    """Commit each change at its time (late ones at once), stamped as bench/harness.py's
+    Writer does: the stamp is taken just before the autocommitted UPDATE is sent."""
     durations = []
     late_max = 0.0
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -5,7 +5,7 @@ bench/latency.py; N WebSocket clients (5,000, or 1,000 with --quick) in several 
 generator processes all follow one company's context.
 
 1. One change, repeated: the writer commits a single-row update of one of the company's
-   emission records (stamped with its time, as in bench/latency.py) and every client
+   emission records (stamped with its time, as by bench/harness.py's Writer) and every client
    records when the item arrived; per change: how many clients got it, p50/p99, and the
    time until the last one had it. Repeated with a pause between changes.
 2. Deliveries per second: bursts of changes to that context at increasing rates (each a

@@ -3,7 +3,7 @@ process's connections as the server, the kernel and the database each count them
 
 bench/soak_loss.py and bench/soak_churn.py run the Procfile's web, publisher, Celery worker
 and beat (not flower, not the simulator) with the commands the Procfile gives them, where
-the other scenarios run only the web server and the publisher (bench/latency.py's Stack,
+the other scenarios run only the web server and the publisher (bench/harness.py's Stack,
 which this extends).
 """
 

@@ -2,8 +2,8 @@
 back every minute, at 50 changes/s, on the whole `make run` process set.
 
 The Procfile's web, publisher, Celery worker and beat run on the bench database
-(bench/soak.py); the clients (bench/loadgen.py, the 60/30/10 mix of bench/latency.py)
-connect, and latency's stamped writer commits at the rate for the whole soak. At the start
+(bench/soak.py); the clients (bench/loadgen.py, the 60/30/10 mix of bench/harness.py's
+Workload) connect, and latency's stamped writer commits at the rate for the whole soak. At the start
 of every minute each load generator aborts 10% of its clients at once: SO_LINGER 0 and
 close, so the server sees a TCP reset and never a close frame, as when a network drops.
 Each reconnects at once and resubscribes from its cursors (`since`).

@@ -4,8 +4,8 @@ over, on the whole `make run` process set, the first time on a brand-new databas
 The database is dropped and created again (`CREATE DATABASE`, `manage.py migrate`,
 `manage.py seed_demo`, which also resets the change log); every run then starts the
 Procfile's web, publisher, Celery worker and beat (bench/soak.py), connects the clients
-in load generator processes (bench/loadgen.py, the 60/30/10 mix of bench/latency.py),
-writes at the rate for warm-up plus the measured window with latency's stamped writer,
+in load generator processes (bench/loadgen.py, the 60/30/10 mix of bench/harness.py's
+Workload), writes at the rate for warm-up plus the measured window with latency's stamped writer,
 waits until the publisher is idle and every client reached its contexts' heads, checks
 what each client received against the change log, and stops everything. Runs after the
 first reuse the database (and its change log).
