@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from adminpanel.selectors import (
     maintenance_current,
-    maintenance_current_async,
     maintenance_refusing,
 )
 from realtime.admission import Refusal, UserOf, admission_check, status_field
@@ -16,9 +15,7 @@ DEFAULT_MESSAGE = "The service is under maintenance."
 
 @admission_check("maintenance")
 async def maintenance_admission(*, transport: str, user_of: UserOf) -> Refusal | None:
-    if not (await maintenance_current_async()).active:
-        return None  # the common case: no user lookup
-    maintenance = await maintenance_refusing(user=await user_of())
+    maintenance = await maintenance_refusing(user_of=user_of)
     if maintenance is None:
         return None
     maintenance_refusal_count(transport)

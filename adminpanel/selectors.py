@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -147,13 +148,14 @@ async def _maintenance_refresh(before: tuple[float, Maintenance] | None) -> Main
     return state
 
 
-async def maintenance_refusing(*, user: Any) -> Maintenance | None:
-    """The maintenance state that refuses a new connection of `user`, or None when the
-    connection is admitted (maintenance off, or staff with MAINTENANCE_ADMIT_STAFF)."""
+async def maintenance_refusing(*, user_of: Callable[[], Awaitable[Any]]) -> Maintenance | None:
+    """The maintenance state that refuses a new connection, or None when it is admitted
+    (maintenance off, or staff with MAINTENANCE_ADMIT_STAFF). `user_of` looks the user up,
+    only while maintenance is on: the common case costs no lookup."""
     state = await maintenance_current_async()
     if not state.active:
         return None
-    if settings.MAINTENANCE_ADMIT_STAFF and getattr(user, "is_staff", False):
+    if settings.MAINTENANCE_ADMIT_STAFF and getattr(await user_of(), "is_staff", False):
         return None
     return state
 

@@ -62,7 +62,7 @@ BatchHook = Callable[[Batch], Any]
 FramesFilter = Callable[["PublishResult", list["Frame"]], list["Frame"]]
 FramesSender = Callable[[list["Frame"]], Awaitable[None]]
 AfterFanOut = Callable[["PublishResult"], Awaitable[None]]
-AfterBatch = Callable[["PublishResult | None", int], None]
+AfterBatch = Callable[["PublishResult | None", "int | None"], None]
 Idle = Callable[[], None]
 
 _batch_read: dict[str, BatchHook] = {}
@@ -138,7 +138,7 @@ async def after_fan_out_run(result: PublishResult) -> None:
             logger.exception("the publisher's after-fan-out hook %r failed", name)
 
 
-def after_batch_run(result: PublishResult | None, sent_frames: int) -> None:
+def after_batch_run(result: PublishResult | None, sent_frames: int | None) -> None:
     for name, hook in _after_batch.items():
         try:
             hook(result, sent_frames)

@@ -1,14 +1,17 @@
 """The publisher's extension points (changes/hooks.py): what the apps above register runs
 in its place in the batch, and a failure does what the module says."""
 
+import asyncio
 import logging
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
 from changes import hooks
 from changes.publisher import change_batch_publish
 from changes.services import publish_fan_out_schedule
+from realtime.groups import context_group
 from tests.helpers import sql
 
 pytestmark = pytest.mark.django_db
@@ -67,19 +70,31 @@ def test_a_hook_that_fails_inside_the_transaction_rolls_the_batch_back(world, mo
 
 
 def test_frames_filters_decide_what_goes_out(world, monkeypatch):
-    sent = []
-
-    async def sender(frames):
-        sent.extend(frames)
-
-    monkeypatch.setattr(hooks, "_sender", [sender])
+    """On the real channel layer: a filter that keeps the overview's frames only."""
     monkeypatch.setitem(
         hooks._frames_filters,
         "test.overview-only",
         lambda result, frames: [f for f in frames if f.context == "overview"],
     )
-    result = async_to_sync(publish_fan_out_schedule)()
-    assert result.frames and {f.context for f in sent} == {"overview"}
+
+    async def fan_out() -> tuple:
+        layer = get_channel_layer()
+        overview, steel = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add(context_group("overview", "public"), overview)
+        await layer.group_add(context_group("industry:steel", "public"), steel)
+        try:
+            result = await publish_fan_out_schedule()
+            received = await asyncio.wait_for(layer.receive(overview), 5)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(layer.receive(steel), 0.5)
+        finally:
+            await layer.group_discard(context_group("overview", "public"), overview)
+            await layer.group_discard(context_group("industry:steel", "public"), steel)
+        return result, received
+
+    result, received = async_to_sync(fan_out)()
+    assert {f.context for f in result.frames} > {"overview"}  # more was published
+    assert received["context"] == "overview"
 
 
 def test_a_failing_after_batch_hook_is_logged_and_the_others_run(world, monkeypatch, caplog):
@@ -90,7 +105,6 @@ def test_a_failing_after_batch_hook_is_logged_and_the_others_run(world, monkeypa
 
     monkeypatch.setitem(hooks._after_batch, "test.broken", broken)
     monkeypatch.setitem(hooks._after_batch, "test.next", lambda r, n: ran.append((r.changes, n)))
-    monkeypatch.setattr(hooks, "_sender", [_nowhere])
     with caplog.at_level(logging.ERROR, logger="changes.hooks"):
         result = async_to_sync(publish_fan_out_schedule)()
     assert ran == [(7, len(result.frames))]
@@ -101,7 +115,3 @@ def test_frames_without_a_registered_sender_are_an_error_not_a_silent_loss(world
     monkeypatch.setattr(hooks, "_sender", [])
     with pytest.raises(RuntimeError, match="no frames sender is registered"):
         async_to_sync(publish_fan_out_schedule)()
-
-
-async def _nowhere(frames):
-    return None
