@@ -20,20 +20,12 @@ from adminpanel.models import (
     MaintenanceWindow,
     RefreshMetric,
 )
+from common.admin import ReadOnlyAdminMixin
 from common.errors import ApplicationError
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Rows written by the system only."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(AuditEntry)

@@ -11,7 +11,12 @@ from rest_framework import serializers
 
 from adminpanel.models import EngagementKind
 from changes.contexts import InvalidContext, context_parse
-from common.serializers import StrictCharField, StrictIntegerField, StrictSerializer
+from common.serializers import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+)
 from emissions.access import MONITOR
 from realtime.models import Transport
 
@@ -36,17 +41,6 @@ class TextField(StrictCharField):
         except UnicodeEncodeError:
             self.fail("encoding")
         return value
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """true or false, not "yes", 1 or "true"."""
-
-    default_error_messages = {"invalid": "Must be true or false."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 class StrictDateTimeField(serializers.DateTimeField):

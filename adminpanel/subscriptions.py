@@ -8,7 +8,8 @@ from channels.db import database_sync_to_async
 
 from adminpanel.audit import staff_subscriptions_record
 from changes.models import AUDIENCE_STAFF
-from realtime.session import LiveSession, subscribe_hook
+from realtime.session import LiveSession
+from realtime.session_subscriptions import subscribe_hook
 
 
 @subscribe_hook

@@ -12,6 +12,7 @@ routes and each context's head, marks the changes processed and commits. Only th
 A publisher killed before its commit loses nothing: the claim rolls back with it and
 the next run publishes the same changes.
 
+The running totals are changes/aggregate_totals.py's, the frames changes/frames.py's.
 What the apps above do with a batch (notifications, the maintenance switch, benchmark
 recomputes, metrics, the fan-out itself) they register on changes/hooks.py.
 """
@@ -27,16 +28,15 @@ import orjson
 from django.conf import settings
 from django.db import connection, transaction
 
-from changes.aggregates import PLATFORM, AggregateDeltas, AggregateKey
-from changes.contexts import OVERVIEW, industry_context
+from changes.aggregate_totals import aggregate_change, aggregates_apply
+from changes.aggregates import AggregateDeltas
+from changes.frames import Frame, frames_build
 from changes.hooks import Batch, batch_read_run, batch_write_run, frames_send
 from changes.items import (
-    BatchMessage,
     CapturedChange,
     ChangeItem,
     change_contexts,
     change_items,
-    items_coalesce,
 )
 from changes.models import AUDIENCE_BITS
 from changes.significance import change_significance, significance_rules
@@ -51,21 +51,6 @@ CLAIM_COLUMNS = (
     "id, capture_id, table_name, entity, record_id, change_type, changed_columns,"
     " change_data, routing, created_at"
 )
-
-
-@dataclass
-class Frame:
-    """One group message: part of a batch for one context and audience."""
-
-    context: str
-    audience: str
-    seq_from: int
-    seq_to: int
-    prev_seq: int
-    message: BatchMessage
-    # Its items before coalescing (one per change routed to the context): what a
-    # catch-up through it counts against CATCHUP_MAX_CHANGES.
-    routed: int = 0
 
 
 @dataclass
@@ -149,137 +134,6 @@ def _top_thresholds(cursor, rank: int):
     return threshold
 
 
-def _aggregate_contexts(scope: str) -> list[str]:
-    if scope == PLATFORM:
-        return [OVERVIEW]
-    return [OVERVIEW, industry_context(scope.removeprefix("industry:"))]
-
-
-def _aggregate_id(scope: str, year: int | None) -> str:
-    return scope if year is None else f"{scope}:{year}"
-
-
-def _aggregates_apply(cursor, moved: dict[AggregateKey, dict[str, Decimal]]) -> list[tuple]:
-    """Add the deltas to aggregate_totals; returns (key, before, after) for each."""
-    if not moved:
-        return []
-    keys = sorted(moved, key=lambda key: (key[0], key[1] is None, key[1] or 0, key[2]))
-    measures = ("total_tonnes", "scope1_tonnes", "scope2_tonnes", "scope3_tonnes")
-    counters = ("reporting_companies", "companies")
-    rows = [
-        (
-            scope,
-            year,
-            audience,
-            *[moved[(scope, year, audience)].get(m, Decimal(0)) for m in measures],
-            *[int(moved[(scope, year, audience)].get(c, 0)) for c in counters],
-        )
-        for scope, year, audience in keys
-    ]
-    columns = list(zip(*rows, strict=True))
-    # One statement for every moved total (sorted keys: upserts lock rows in one order).
-    cursor.execute(
-        """
-        INSERT INTO aggregate_totals AS a (scope, year, audience, total_tonnes, scope1_tonnes,
-            scope2_tonnes, scope3_tonnes, reporting_companies, companies)
-        SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::numeric[], %s::numeric[],
-            %s::numeric[], %s::numeric[], %s::int[], %s::int[])
-        ON CONFLICT (scope, year, audience) DO UPDATE SET
-            total_tonnes = a.total_tonnes + EXCLUDED.total_tonnes,
-            scope1_tonnes = a.scope1_tonnes + EXCLUDED.scope1_tonnes,
-            scope2_tonnes = a.scope2_tonnes + EXCLUDED.scope2_tonnes,
-            scope3_tonnes = a.scope3_tonnes + EXCLUDED.scope3_tonnes,
-            reporting_companies = a.reporting_companies + EXCLUDED.reporting_companies,
-            companies = a.companies + EXCLUDED.companies
-        RETURNING scope, year, audience, total_tonnes, scope1_tonnes, scope2_tonnes,
-            scope3_tonnes, reporting_companies, companies
-        """,
-        [list(column) for column in columns],
-    )
-    after_by_key = {
-        (row[0], row[1], row[2]): dict(zip((*measures, *counters), row[3:], strict=True))
-        for row in cursor.fetchall()
-    }
-    results = []
-    for key in keys:
-        after = after_by_key[key]
-        delta = moved[key]
-        before = {name: after[name] - delta.get(name, 0) for name in after}
-        results.append((key, before, after))
-    return results
-
-
-def _aggregate_change(key: AggregateKey, before: dict, after: dict, at) -> CapturedChange:
-    scope, year, audience = key
-    if year is None:
-        names = ["companies"]
-    else:
-        names = ["total_tonnes", "scope1_tonnes", "scope2_tonnes", "scope3_tonnes"]
-        names.append("reporting_companies")
-    changed = [name for name in names if before[name] != after[name]]
-    return CapturedChange(
-        id=None,
-        capture_id=0,
-        table_name="aggregate_totals",
-        entity="aggregate",
-        record_id=_aggregate_id(scope, year),
-        change_type="update",
-        changed_columns=changed,
-        change_data={
-            "old": {name: before[name] for name in changed},
-            "new": {"scope": scope, "year": year, **{name: after[name] for name in names}},
-        },
-        routing={},
-        created_at=at,
-        significance="minor",
-        audience=audience,
-        contexts=_aggregate_contexts(scope),
-    )
-
-
-def _frames_build(
-    cursor, routed: dict[tuple[str, str], list[ChangeItem]], frame_size: int
-) -> list[Frame]:
-    """Split each context's items into frames chained by prev_seq; store the new heads."""
-    if not routed:
-        return []
-    keys = sorted(routed)
-    cursor.execute(
-        "SELECT context, audience, last_seq FROM context_heads"
-        " WHERE (context, audience) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-        " FOR UPDATE",
-        [[k[0] for k in keys], [k[1] for k in keys]],
-    )
-    heads = {(c, a): seq for c, a, seq in cursor.fetchall()}
-    frames: list[Frame] = []
-    new_heads: list[tuple[str, str, int]] = []
-    for key in keys:
-        context, audience = key
-        items = routed[key]
-        prev_seq = heads.get(key, 0)
-        for start in range(0, len(items), frame_size):
-            chunk = items[start : start + frame_size]
-            seq_from, seq_to = chunk[0]["seq"], chunk[-1]["seq"]
-            message: BatchMessage = {
-                "type": "batch",
-                "context": context,
-                "seq_from": seq_from,
-                "seq_to": seq_to,
-                "prev_seq": prev_seq,
-                "changes": items_coalesce(chunk),
-            }
-            frames.append(Frame(context, audience, seq_from, seq_to, prev_seq, message, len(chunk)))
-            prev_seq = seq_to
-        new_heads.append((context, audience, prev_seq))
-    cursor.execute(
-        "INSERT INTO context_heads (context, audience, last_seq)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
-        " ON CONFLICT (context, audience) DO UPDATE SET last_seq = EXCLUDED.last_seq",
-        [[h[0] for h in new_heads], [h[1] for h in new_heads], [h[2] for h in new_heads]],
-    )
-    return frames
-
-
 @transaction.atomic
 def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
     """Publish one batch of captured changes. Returns None when another publisher holds
@@ -330,8 +184,8 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
 
         cursor.execute("SELECT clock_timestamp()")
         now = cursor.fetchone()[0]
-        moved = _aggregates_apply(cursor, deltas.moved())
-        aggregates = [_aggregate_change(key, before, after, now) for key, before, after in moved]
+        moved = aggregates_apply(cursor, deltas.moved())
+        aggregates = [aggregate_change(key, before, after, now) for key, before, after in moved]
         for change, seq in zip(aggregates, _next_seqs(cursor, len(aggregates)), strict=True):
             change.seq = seq
 
@@ -387,7 +241,7 @@ def change_batch_publish(*, limit: int | None = None) -> PublishResult | None:
             )
         for items in routed.values():
             items.sort(key=lambda item: item["seq"])
-        frames = _frames_build(cursor, routed, settings.PUBLISHER_FRAME_MAX_ITEMS)
+        frames = frames_build(cursor, routed, settings.PUBLISHER_FRAME_MAX_ITEMS)
 
         batch.now, batch.aggregates = now, aggregates
         batch_write_run(batch)

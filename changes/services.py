@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 
 from changes.hooks import after_batch_run, after_fan_out_run, frames_filtered
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
@@ -112,18 +114,16 @@ def change_log_prune(*, older_than: dt.timedelta | None = None, batch: int | Non
     """
     older_than = older_than or dt.timedelta(days=settings.CHANGE_RETENTION_DAYS)
     batch = batch or settings.CHANGE_PRUNE_BATCH
-    deleted = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "WITH doomed AS (SELECT id FROM data_changes WHERE processed_at IS NOT NULL"
-                " AND processed_at < clock_timestamp() - %s ORDER BY processed_at LIMIT %s)"
-                " DELETE FROM data_changes d USING doomed WHERE d.id = doomed.id RETURNING d.seq",
-                [older_than, batch],
-            )
-            seqs = [row[0] for row in cursor.fetchall()]
-            if not seqs:
-                return deleted
+
+    def delete_batch(cursor: CursorWrapper) -> int:
+        cursor.execute(
+            "WITH doomed AS (SELECT id FROM data_changes WHERE processed_at IS NOT NULL"
+            " AND processed_at < clock_timestamp() - %s ORDER BY processed_at LIMIT %s)"
+            " DELETE FROM data_changes d USING doomed WHERE d.id = doomed.id RETURNING d.seq",
+            [older_than, batch],
+        )
+        seqs = [row[0] for row in cursor.fetchall()]
+        if seqs:
             through = max(seqs)
             cursor.execute("DELETE FROM change_routes WHERE seq <= %s", [through])
             cursor.execute(
@@ -131,8 +131,23 @@ def change_log_prune(*, older_than: dt.timedelta | None = None, batch: int | Non
                 " greatest(pruned_through_seq, %s) WHERE id = 1",
                 [through],
             )
-            deleted += len(seqs)
-        if len(seqs) < batch:
+        return len(seqs)
+
+    return rows_delete_in_batches(batch=batch, delete_batch=delete_batch)
+
+
+def rows_delete_in_batches(*, batch: int, delete_batch: Callable[[CursorWrapper], int]) -> int:
+    """Call `delete_batch` (which deletes at most `batch` rows and says how many), each time
+    in a transaction of its own, until it deletes fewer than `batch`. How many in all.
+
+    A transaction per batch: retention must not lock a busy table's old rows all at once
+    while live writes wait behind it."""
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            count = delete_batch(cursor)
+        deleted += count
+        if count < batch:
             return deleted
 
 

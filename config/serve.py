@@ -70,7 +70,7 @@ def main() -> None:
         forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
         access_log=os.environ.get("WEB_ACCESS_LOG", "1") == "1",
         log_level=os.environ.get("LOG_LEVEL", "INFO").lower(),
-        # On SIGTERM the hub closes every WebSocket with 4503 first (realtime/hub.py);
+        # On SIGTERM the hub closes every WebSocket with 4503 first (realtime/hub_housekeeping.py);
         # what is still open (SSE streams, long polls) gets this long to finish.
         timeout_graceful_shutdown=5,
     )

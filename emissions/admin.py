@@ -2,7 +2,15 @@
 
 from django.contrib import admin
 
-from emissions.models import Company, EmissionRecord, Industry, IndustryBenchmark
+from emissions.models import (
+    BENCHMARK_FIELDS,
+    COMPANY_PROFILE_FIELDS,
+    EMISSION_RECORD_FIELDS,
+    Company,
+    EmissionRecord,
+    Industry,
+    IndustryBenchmark,
+)
 
 
 @admin.register(Industry)
@@ -15,29 +23,13 @@ class IndustryAdmin(admin.ModelAdmin):
 class EmissionRecordInline(admin.TabularInline):
     model = EmissionRecord
     extra = 0
-    fields = [
-        "year",
-        "scope1_tonnes",
-        "scope2_tonnes",
-        "scope3_tonnes",
-        "total_tonnes",
-        "source",
-        "verification_status",
-    ]
+    fields = EMISSION_RECORD_FIELDS
     readonly_fields = ["total_tonnes"]
 
 
 @admin.register(Company)
 class CompanyAdmin(admin.ModelAdmin):
-    list_display = [
-        "name",
-        "country",
-        "industry",
-        "is_public",
-        "verification_status",
-        "data_quality_score",
-        "latest_total_tonnes",
-    ]
+    list_display = [*COMPANY_PROFILE_FIELDS, "latest_total_tonnes"]
     list_filter = ["is_public", "verification_status", "industry"]
     search_fields = ["name"]
     list_select_related = ["industry"]
@@ -60,6 +52,6 @@ class EmissionRecordAdmin(admin.ModelAdmin):
 
 @admin.register(IndustryBenchmark)
 class IndustryBenchmarkAdmin(admin.ModelAdmin):
-    list_display = ["industry", "year", "metric", "p25", "median", "p75", "mean", "company_count"]
+    list_display = ["industry", *BENCHMARK_FIELDS]
     list_filter = ["metric", "year", "industry"]
     readonly_fields = ["computed_at"]

@@ -5,6 +5,7 @@ raw SQL, imports or `COPY` obey the same rules as ORM saves.
 """
 
 import uuid
+from typing import Any, ClassVar
 
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
@@ -31,20 +32,42 @@ TOTAL_SORT = Coalesce(
     F("latest_total_tonnes"), Value(-1), output_field=models.DecimalField(**TONNES)
 )
 
+# What an editor sets on a company, in table order: what its changes carry and what the
+# demo data loads (the id, derived totals and timestamps come from elsewhere).
+COMPANY_PROFILE_COLUMNS = (
+    "name",
+    "country",
+    "industry_id",
+    "is_public",
+    "verification_status",
+    "data_quality_score",
+)
+# The same by field name (the industry's column is industry_id), as the API and the
+# admin's company list show them.
+COMPANY_PROFILE_FIELDS = tuple(column.removesuffix("_id") for column in COMPANY_PROFILE_COLUMNS)
+
+# A record's reported figures, in the order the API, the admin and its captured changes
+# (after company_id) all list them.
+EMISSION_RECORD_FIELDS = (
+    "year",
+    "scope1_tonnes",
+    "scope2_tonnes",
+    "scope3_tonnes",
+    "total_tonnes",
+    "source",
+    "verification_status",
+)
+
+# A benchmark's key within its industry and its distribution, in the order the API, the
+# admin and its captured changes (after industry_id) list them.
+BENCHMARK_FIELDS = ("year", "metric", "p25", "median", "p75", "mean", "company_count")
 
 COMPANY_CAPTURE = CaptureSpec(
     table="companies",
     entity="company",
     # latest_* are derived from emission records (their own changes carry them);
     # timestamps move on every save and would make no-op saves look like changes.
-    columns=(
-        "name",
-        "country",
-        "industry_id",
-        "is_public",
-        "verification_status",
-        "data_quality_score",
-    ),
+    columns=COMPANY_PROFILE_COLUMNS,
     extra_columns=("created_at", "updated_at"),
     keys={"company_id": "r.id", "industry_id": "r.industry_id", "is_public": "r.is_public"},
     update_keys=(
@@ -83,16 +106,7 @@ COMPANY_MOVE_LOCK = """
 EMISSION_RECORD_CAPTURE = CaptureSpec(
     table="emission_records",
     entity="emission_record",
-    columns=(
-        "company_id",
-        "year",
-        "scope1_tonnes",
-        "scope2_tonnes",
-        "scope3_tonnes",
-        "total_tonnes",
-        "source",
-        "verification_status",
-    ),
+    columns=("company_id", *EMISSION_RECORD_FIELDS),
     extra_columns=("updated_at",),
     join="LEFT JOIN companies j ON j.id = {r}.company_id",
     # The aggregate inputs travel whole: a status change alone still needs the totals.
@@ -131,26 +145,33 @@ EMISSION_RECORD_CAPTURE = CaptureSpec(
 BENCHMARK_CAPTURE = CaptureSpec(
     table="industry_benchmarks",
     entity="industry_benchmark",
-    columns=(
-        "industry_id",
-        "year",
-        "metric",
-        "p25",
-        "median",
-        "p75",
-        "mean",
-        "company_count",
-        "impact",
-    ),
+    columns=("industry_id", *BENCHMARK_FIELDS, "impact"),
     extra_columns=("computed_at",),
     keys={"industry_id": "r.industry_id", "year": "r.year", "metric": "r.metric"},
 )
 
 
-class Industry(models.Model):
-    """An industry that companies belong to and are benchmarked within."""
+class TrackedModel(models.Model):
+    """A row of the tracked domain: a UUID key and timestamps the database can fill in too."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
+
+    # Stamped with the database clock on every ORM save, as raw SQL writes are by the
+    # column default, so a row's times mean the same however it was written.
+    stamped_on_save: ClassVar[tuple[str, ...]] = ()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        for name in self.stamped_on_save:
+            setattr(self, name, Now())
+        super().save(*args, **kwargs)
+
+
+class Industry(TrackedModel):
+    """An industry that companies belong to and are benchmarked within."""
+
     slug = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=200)
     sector = models.CharField(max_length=100)
@@ -170,10 +191,9 @@ class Industry(models.Model):
         return self.name
 
 
-class Company(models.Model):
+class Company(TrackedModel):
     """A company whose emissions are published on the platform."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
     name = models.CharField(max_length=300)
     # ISO 3166-1 alpha-2, upper case.
     country = models.CharField(max_length=2)
@@ -195,6 +215,7 @@ class Company(models.Model):
     latest_total_tonnes = models.DecimalField(null=True, blank=True, editable=False, **TONNES)
     created_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
     updated_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+    stamped_on_save = ("updated_at",)
 
     class Meta:
         db_table = "companies"
@@ -231,17 +252,15 @@ class Company(models.Model):
         return self.name
 
     def save(self, *args, **kwargs):
-        # Let the database clock stamp the row, as it does for raw SQL writes.
-        self.updated_at = Now()
+        # Set once, by the same clock as updated_at.
         if self.created_at is None:
             self.created_at = Now()
         super().save(*args, **kwargs)
 
 
-class EmissionRecord(models.Model):
+class EmissionRecord(TrackedModel):
     """One company's reported emissions for one year, by scope."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="emission_records")
     year = models.IntegerField()
     scope1_tonnes = models.DecimalField(default=0, db_default=0, **TONNES)
@@ -260,6 +279,7 @@ class EmissionRecord(models.Model):
         db_default=VerificationStatus.PENDING,
     )
     updated_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+    stamped_on_save = ("updated_at",)
 
     class Meta:
         db_table = "emission_records"
@@ -290,15 +310,10 @@ class EmissionRecord(models.Model):
     def __str__(self) -> str:
         return f"{self.company_id} {self.year}"
 
-    def save(self, *args, **kwargs):
-        self.updated_at = Now()
-        super().save(*args, **kwargs)
 
-
-class IndustryBenchmark(models.Model):
+class IndustryBenchmark(TrackedModel):
     """A distribution of one metric over an industry's companies for one year."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID())
     industry = models.ForeignKey(Industry, on_delete=models.CASCADE, related_name="benchmarks")
     year = models.IntegerField()
     metric = models.CharField(max_length=64)
@@ -313,6 +328,7 @@ class IndustryBenchmark(models.Model):
         default=dict, db_default=Cast(Value("{}"), models.JSONField()), blank=True
     )
     computed_at = models.DateTimeField(default=None, db_default=Now(), editable=False)
+    stamped_on_save = ("computed_at",)
 
     class Meta:
         db_table = "industry_benchmarks"
@@ -338,7 +354,3 @@ class IndustryBenchmark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.industry_id} {self.year} {self.metric}"
-
-    def save(self, *args, **kwargs):
-        self.computed_at = Now()
-        super().save(*args, **kwargs)

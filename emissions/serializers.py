@@ -8,6 +8,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from emissions.models import (
+    BENCHMARK_FIELDS,
+    EMISSION_RECORD_FIELDS,
     Company,
     EmissionRecord,
     Industry,
@@ -33,17 +35,7 @@ class FieldSelectionMixin:
 class EmissionRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = EmissionRecord
-        fields = [
-            "id",
-            "year",
-            "scope1_tonnes",
-            "scope2_tonnes",
-            "scope3_tonnes",
-            "total_tonnes",
-            "source",
-            "verification_status",
-            "updated_at",
-        ]
+        fields = ["id", *EMISSION_RECORD_FIELDS, "updated_at"]
 
 
 class CompanySerializer(FieldSelectionMixin, serializers.ModelSerializer):
@@ -90,17 +82,7 @@ class IndustrySerializer(serializers.ModelSerializer):
 class IndustryBenchmarkSerializer(serializers.ModelSerializer):
     class Meta:
         model = IndustryBenchmark
-        fields = [
-            "id",
-            "year",
-            "metric",
-            "p25",
-            "median",
-            "p75",
-            "mean",
-            "company_count",
-            "computed_at",
-        ]
+        fields = ["id", *BENCHMARK_FIELDS, "computed_at"]
 
 
 def parse_fields(raw: str | None, allowed: list[str]) -> list[str] | None:

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from common.admin import ReadOnlyAdminMixin
 from common.errors import ApplicationError
 from notifications.announcements import (
     announcement_broadcast,
@@ -23,7 +24,7 @@ from notifications.models import NotificationReceipt, UpdateNotification
 RECEIPTS_SHOWN = 100
 
 
-class NotificationReceiptInline(admin.TabularInline):
+class NotificationReceiptInline(ReadOnlyAdminMixin, admin.TabularInline):
     """Per-client delivery: attempts and acknowledgement (the latest RECEIPTS_SHOWN)."""
 
     model = NotificationReceipt
@@ -44,15 +45,9 @@ class NotificationReceiptInline(admin.TabularInline):
 
         return Latest
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(UpdateNotification)
-class UpdateNotificationAdmin(admin.ModelAdmin):
+class UpdateNotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Notifications, read-only; new ones are announcements broadcast from here."""
 
     change_list_template = "admin/notifications/updatenotification/change_list.html"
@@ -90,15 +85,6 @@ class UpdateNotificationAdmin(admin.ModelAdmin):
     )
     inlines = [NotificationReceiptInline]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
     def get_urls(self):
         broadcast = path(
             "broadcast/",
@@ -125,13 +111,9 @@ class UpdateNotificationAdmin(admin.ModelAdmin):
                 if retry_after is not None:
                     form.add_error(None, f"Too many broadcasts; retry in {retry_after} s.")
                 else:
+                    # The form's fields are the service's arguments; the context as resolved.
                     notification = announcement_broadcast(
-                        actor=request.user,
-                        level=data["level"],
-                        title=data["title"],
-                        body=data["body"],
-                        context=context,
-                        requires_ack=data["requires_ack"],
+                        actor=request.user, **{**data, "context": context}
                     )
                     self.message_user(
                         request,

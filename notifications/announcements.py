@@ -34,10 +34,6 @@ from notifications.signals import notifications_created
 
 logger = logging.getLogger(__name__)
 
-# The control action every server process's sessions receive notifications by.
-NOTIFICATION_ACTION = "notification"
-
-
 def notifications_send_after_commit(deliveries: list[Delivery]) -> None:
     """Announce them once the current transaction commits (notifications/signals.py). A
     failure to send (Redis away) is logged: the notification exists, polls carry it and

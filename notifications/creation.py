@@ -41,10 +41,6 @@ from notifications.services import notification_ttl
 
 logger = logging.getLogger(__name__)
 
-# The control action every server process's sessions receive notifications by.
-NOTIFICATION_ACTION = "notification"
-
-
 def _title(text: str) -> str:
     return text if len(text) <= TITLE_MAX_LENGTH else text[: TITLE_MAX_LENGTH - 1] + "…"
 

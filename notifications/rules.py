@@ -110,6 +110,27 @@ def _status_level(status: str) -> str:
     return INFO
 
 
+def _verification(
+    change: CapturedChange,
+    context: str,
+    audience: str,
+    facts: dict[str, Any],
+    old: dict[str, Any],
+    new: dict[str, Any],
+) -> Candidate:
+    """A company's or a record's verification status changed; `facts` say which one."""
+    status = new["verification_status"]
+    return Candidate(
+        change,
+        VERIFICATION_CHANGE,
+        _status_level(status),
+        context,
+        audience,
+        facts["company_id"],
+        {**facts, "previous_status": old.get("verification_status"), "status": status},
+    )
+
+
 def _record_candidates(change: CapturedChange, rules: dict) -> list[Candidate]:
     if change.change_type != "update":
         return []
@@ -144,24 +165,8 @@ def _record_candidates(change: CapturedChange, rules: dict) -> list[Candidate]:
                 )
             )
     if rules["verification"] and "verification_status" in new:
-        status = new["verification_status"]
-        out.append(
-            Candidate(
-                change,
-                VERIFICATION_CHANGE,
-                _status_level(status),
-                context,
-                audience,
-                company_id,
-                {
-                    "company_id": company_id,
-                    "record_id": str(change.record_id),
-                    "year": year,
-                    "previous_status": old.get("verification_status"),
-                    "status": status,
-                },
-            )
-        )
+        facts = {"company_id": company_id, "record_id": str(change.record_id), "year": year}
+        out.append(_verification(change, context, audience, facts, old, new))
     return out
 
 
@@ -197,22 +202,7 @@ def _company_candidates(
     context = company_context(company_id)
     out = []
     if rules["verification"] and "verification_status" in new:
-        status = new["verification_status"]
-        out.append(
-            Candidate(
-                change,
-                VERIFICATION_CHANGE,
-                _status_level(status),
-                context,
-                audience,
-                company_id,
-                {
-                    "company_id": company_id,
-                    "previous_status": old.get("verification_status"),
-                    "status": status,
-                },
-            )
-        )
+        out.append(_verification(change, context, audience, {"company_id": company_id}, old, new))
     points = rules["quality_points"]
     if points and "data_quality_score" in new:
         before, after = _number(old.get("data_quality_score")), _number(new["data_quality_score"])

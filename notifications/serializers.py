@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.serializers import StrictCharField, StrictSerializer
+from common.serializers import StrictBooleanField, StrictCharField, StrictSerializer
 from notifications.models import BODY_MAX_LENGTH, TITLE_MAX_LENGTH, NotificationLevel
 from notifications.validators import body_validator, title_validator
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """A JSON boolean and nothing else: not "true", not 1."""
-
-    default_error_messages = {"invalid": "Must be true or false."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 class BroadcastSerializer(StrictSerializer):

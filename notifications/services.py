@@ -8,7 +8,9 @@ import logging
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 
+from changes.services import rows_delete_in_batches
 from common.errors import ApplicationError, NotFound
 from notifications.selectors import notification_id_parse, notification_visible
 
@@ -130,18 +132,16 @@ def notifications_prune(*, older_than: dt.timedelta | None = None, batch: int = 
     """Delete notifications (and their receipts) expired for longer than
     NOTIFY_RETENTION_DAYS, in bounded batches. How many."""
     older_than = older_than or dt.timedelta(days=settings.NOTIFY_RETENTION_DAYS)
-    deleted = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "WITH doomed AS (SELECT id FROM update_notifications"
-                "   WHERE expires_at < now() - %s ORDER BY expires_at LIMIT %s),"
-                " receipts AS (DELETE FROM notification_receipts"
-                "   WHERE notification_id IN (SELECT id FROM doomed))"
-                " DELETE FROM update_notifications WHERE id IN (SELECT id FROM doomed)",
-                [older_than, batch],
-            )
-            count = cursor.rowcount
-        deleted += count
-        if count < batch:
-            return deleted
+
+    def delete_batch(cursor: CursorWrapper) -> int:
+        cursor.execute(
+            "WITH doomed AS (SELECT id FROM update_notifications"
+            "   WHERE expires_at < now() - %s ORDER BY expires_at LIMIT %s),"
+            " receipts AS (DELETE FROM notification_receipts"
+            "   WHERE notification_id IN (SELECT id FROM doomed))"
+            " DELETE FROM update_notifications WHERE id IN (SELECT id FROM doomed)",
+            [older_than, batch],
+        )
+        return cursor.rowcount
+
+    return rows_delete_in_batches(batch=batch, delete_batch=delete_batch)

@@ -48,12 +48,6 @@ class BroadcastView(ApiView):
             raise Throttled(
                 wait=retry_after, detail=f"Too many broadcasts; retry in {retry_after} s."
             )
-        notification = announcement_broadcast(
-            actor=request.user,
-            level=data["level"],
-            title=data["title"],
-            body=data["body"],
-            context=context,
-            requires_ack=data["requires_ack"],
-        )
+        # The body's fields are the service's arguments; the context as resolved.
+        notification = announcement_broadcast(actor=request.user, **{**data, "context": context})
         return Response(notification_row_message(notification), status=http_status.HTTP_201_CREATED)

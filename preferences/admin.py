@@ -7,6 +7,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdminMixin
 from preferences.models import CategoryPreference, RefreshPolicy, RefreshPreference, Transport
 from preferences.policies import refresh_policies_update, refresh_policy_values_check
 from preferences.selectors import POLICY_FIELDS
@@ -75,53 +76,31 @@ class RefreshPolicyAdmin(admin.ModelAdmin):
         obj.updated_at = saved.updated_at
 
 
-class CategoryPreferenceInline(admin.TabularInline):
+class CategoryPreferenceInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = CategoryPreference
     extra = 0
     fields = ("category", "mode")
     readonly_fields = ("category", "mode")
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+# What a viewer chose, listed and shown alike.
+PREFERENCE_SETTINGS = (
+    "paused",
+    "notification_threshold",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "quiet_hours_timezone",
+    "updated_at",
+)
 
 
 @admin.register(RefreshPreference)
-class RefreshPreferenceAdmin(admin.ModelAdmin):
+class RefreshPreferenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Viewers' own choices: for support, read-only (viewers change them themselves)."""
 
-    list_display = (
-        "__str__",
-        "user",
-        "paused",
-        "notification_threshold",
-        "quiet_hours_start",
-        "quiet_hours_end",
-        "quiet_hours_timezone",
-        "updated_at",
-    )
+    list_display = ("__str__", "user", *PREFERENCE_SETTINGS)
     list_filter = ("paused", "notification_threshold")
     search_fields = ("user__username",)
     inlines = [CategoryPreferenceInline]
-    readonly_fields = (
-        "user",
-        "session",
-        "paused",
-        "notification_threshold",
-        "quiet_hours_start",
-        "quiet_hours_end",
-        "quiet_hours_timezone",
-        "updated_at",
-    )
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    readonly_fields = ("user", "session", *PREFERENCE_SETTINGS)

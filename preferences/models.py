@@ -89,6 +89,14 @@ def _in(field: str, choices: type[models.TextChoices]) -> Q:
     return Q(**{f"{field}__in": choices.values})
 
 
+def _choices_valid(prefix: str, **fields: type[models.TextChoices]) -> list[models.CheckConstraint]:
+    """A check per field that it holds one of its choices, named `<prefix>_<field>_valid`."""
+    return [
+        models.CheckConstraint(condition=_in(field, choices), name=f"{prefix}_{field}_valid")
+        for field, choices in fields.items()
+    ]
+
+
 class RefreshPolicy(models.Model):
     """How often clients of one user type may be sent one category of data."""
 
@@ -132,12 +140,7 @@ class RefreshPolicy(models.Model):
             models.UniqueConstraint(
                 fields=["user_type", "category"], name="refresh_policy_unique_type_category"
             ),
-            models.CheckConstraint(
-                condition=_in("user_type", UserType), name="refresh_policy_user_type_valid"
-            ),
-            models.CheckConstraint(
-                condition=_in("category", Category), name="refresh_policy_category_valid"
-            ),
+            *_choices_valid("refresh_policy", user_type=UserType, category=Category),
             models.CheckConstraint(
                 condition=Q(min_interval_ms__lte=POLICY_MAX_INTERVAL_MS)
                 & Q(default_interval_ms__lte=POLICY_MAX_INTERVAL_MS),
@@ -252,12 +255,7 @@ class CategoryPreference(models.Model):
             models.UniqueConstraint(
                 fields=["preference", "category"], name="category_preference_unique"
             ),
-            models.CheckConstraint(
-                condition=_in("category", Category), name="category_preference_category_valid"
-            ),
-            models.CheckConstraint(
-                condition=_in("mode", Mode), name="category_preference_mode_valid"
-            ),
+            *_choices_valid("category_preference", category=Category, mode=Mode),
         ]
 
     def __str__(self) -> str:

@@ -1,5 +1,6 @@
-"""Reads of refresh policies and preferences, and THE selector that resolves the
-effective policy of a client: `client_policy_resolve`.
+"""Reads of refresh policies, and THE selector that resolves the effective policy of a
+client: `client_policy_resolve` (its stored preferences are read by
+preferences/preference_reads.py).
 
 The policy bounds the preference: a preferred interval below the policy's minimum is
 raised to it, real time where the policy forbids it falls back to the policy's default,
@@ -14,11 +15,9 @@ here and on every server process by the `policy_changed` control message).
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
-import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -29,11 +28,14 @@ from preferences.models import (
     MODE_INTERVAL_MS,
     Category,
     Mode,
-    NotificationThreshold,
     RefreshPolicy,
-    RefreshPreference,
     Transport,
     UserType,
+)
+from preferences.preference_reads import (
+    NO_PREFERENCES,
+    PreferenceSnapshot,
+    refresh_preferences_get,
 )
 
 # A policy edit reaches every process at once through the `policy_changed` control
@@ -192,86 +194,6 @@ def refresh_policies_list() -> list[dict]:
     ]
 
 
-# -- preferences ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuietHours:
-    """When a viewer wants no toasts: local times in a named time zone (may span midnight)."""
-
-    start: dt.time
-    end: dt.time
-    timezone: str
-
-    def as_dict(self) -> dict:
-        return {
-            "start": self.start.strftime("%H:%M"),
-            "end": self.end.strftime("%H:%M"),
-            "timezone": self.timezone,
-        }
-
-    def active_at(self, moment: dt.datetime) -> bool:
-        """Whether `moment` (aware) falls inside the quiet hours, in their time zone."""
-        local = moment.astimezone(zoneinfo.ZoneInfo(self.timezone)).time()
-        if self.start < self.end:
-            return self.start <= local < self.end
-        return local >= self.start or local < self.end
-
-
-@dataclass(frozen=True)
-class PreferenceSnapshot:
-    """A client's stored preferences; `modes` holds only the categories it chose."""
-
-    modes: dict[str, str] = field(default_factory=dict)
-    paused: bool = False
-    notification_threshold: str = NotificationThreshold.MAJOR.value
-    quiet_hours: QuietHours | None = None
-
-    def as_dict(self) -> dict:
-        """The preferences as `GET /api/user/refresh-preferences` shows them."""
-        return {
-            "categories": {
-                category: {"mode": self.modes.get(category, "default")}
-                for category in Category.values
-            },
-            "paused": self.paused,
-            "notification_threshold": self.notification_threshold,
-            "quiet_hours": self.quiet_hours.as_dict() if self.quiet_hours else None,
-        }
-
-
-NO_PREFERENCES = PreferenceSnapshot()
-
-
-def preference_row_get(*, user: Any, session_key: str | None) -> RefreshPreference | None:
-    """The client's stored row (a signed-in user's, else the browser session's)."""
-    rows = RefreshPreference.objects.prefetch_related("categories")
-    if user is not None and getattr(user, "is_authenticated", False):
-        return rows.filter(user=user).first()
-    if session_key:
-        return rows.filter(session_id=session_key).first()
-    return None
-
-
-def preference_snapshot_of(row: RefreshPreference | None) -> PreferenceSnapshot:
-    if row is None:
-        return NO_PREFERENCES
-    quiet = None
-    if row.quiet_hours_start is not None and row.quiet_hours_end is not None:
-        quiet = QuietHours(row.quiet_hours_start, row.quiet_hours_end, row.quiet_hours_timezone)
-    return PreferenceSnapshot(
-        modes={c.category: c.mode for c in row.categories.all()},
-        paused=row.paused,
-        notification_threshold=row.notification_threshold,
-        quiet_hours=quiet,
-    )
-
-
-def refresh_preferences_get(*, user: Any, session_key: str | None) -> PreferenceSnapshot:
-    """The client's preferences (defaults when it stored none). Two queries at most."""
-    return preference_snapshot_of(preference_row_get(user=user, session_key=session_key))
-
-
 # -- the effective policy ------------------------------------------------------------------
 
 
@@ -408,10 +330,3 @@ def transport_allowed(*, user: Any, transport: str) -> bool:
         user_type=user_type_of(user), preferences=NO_PREFERENCES, table=refresh_policy_table()
     )
     return resolved.transport_allowed(transport)
-
-
-def quiet_hours_active(*, preferences: PreferenceSnapshot, at: dt.datetime | None = None) -> bool:
-    """Whether the client is inside its quiet hours now (or at `at`): no toasts then."""
-    if preferences.quiet_hours is None:
-        return False
-    return preferences.quiet_hours.active_at(at or dt.datetime.now(dt.UTC))

@@ -31,13 +31,8 @@ from preferences.models import (
     NotificationThreshold,
     RefreshPreference,
 )
-from preferences.selectors import (
-    PolicyValues,
-    PreferenceSnapshot,
-    preference_snapshot_of,
-    refresh_policy_table_load,
-    user_type_of,
-)
+from preferences.preference_reads import PreferenceSnapshot, preference_snapshot_of
+from preferences.selectors import PolicyValues, refresh_policy_table_load, user_type_of
 from preferences.signals import policy_changed
 
 logger = logging.getLogger(__name__)

@@ -8,13 +8,15 @@ field) and tell open connections after their commit.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status as http_status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 
 from common.api import ApiView, request_body
 from common.errors import ApplicationError
@@ -31,6 +33,8 @@ from preferences.services import refresh_preferences_update, refresh_preferences
 
 # A full preferences document is under 500 bytes and all 16 policies under 4 KiB.
 BODY_MAX_BYTES = 16 * 1024
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 
 def json_document(request: Request) -> Any:
@@ -49,6 +53,22 @@ def json_document(request: Request) -> Any:
         raise ApplicationError("The body is not valid JSON.", code="malformed_request") from None
 
 
+def document_put_schema(
+    *, request: type[Serializer], reply: type[Serializer], invalid: str, other: dict[int, Any]
+) -> Callable[[_Handler], _Handler]:
+    """The OpenAPI description of a PUT whose body is a `json_document`: the reply, the
+    service's 400 (`invalid`, with a reason per field), json_document's 413 and 415, and
+    the view's `other` answers."""
+    responses = {
+        200: reply,
+        400: OpenApiResponse(description=f"{invalid}: a reason per field"),
+        413: None,
+        415: None,
+        **other,
+    }
+    return extend_schema(request=request, responses=dict(sorted(responses.items())))
+
+
 def _preferences_reply(request: Request) -> Response:
     resolved = client_policy_resolve(user=request.user, session_key=request.session.session_key)
     return Response({**resolved.preferences.as_dict(), "policy": resolved.policy})
@@ -62,15 +82,11 @@ class RefreshPreferencesView(ApiView):
     def get(self, request: Request) -> Response:
         return _preferences_reply(request)
 
-    @extend_schema(
+    @document_put_schema(
         request=PreferencesSerializer,
-        responses={
-            200: PreferencesReplySerializer,
-            400: OpenApiResponse(description="invalid_preferences: a reason per field"),
-            413: None,
-            415: None,
-            503: None,
-        },
+        reply=PreferencesReplySerializer,
+        invalid="invalid_preferences",
+        other={503: None},
     )
     def put(self, request: Request) -> Response:
         document = json_document(request)
@@ -94,15 +110,11 @@ class RefreshPoliciesView(ApiView):
     def get(self, request: Request) -> Response:
         return Response({"policies": refresh_policies_list()})
 
-    @extend_schema(
+    @document_put_schema(
         request=PoliciesEditSerializer,
-        responses={
-            200: PoliciesEditReplySerializer,
-            400: OpenApiResponse(description="invalid_policy: a reason per field"),
-            403: None,
-            413: None,
-            415: None,
-        },
+        reply=PoliciesEditReplySerializer,
+        invalid="invalid_policy",
+        other={403: None},
     )
     def put(self, request: Request) -> Response:
         changed = refresh_policies_update(actor=request.user, document=json_document(request))

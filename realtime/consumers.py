@@ -25,12 +25,8 @@ from realtime.metrics import (
     rate_limited_count,
 )
 from realtime.notification_delivery import session_acknowledge, session_acknowledge_through
-from realtime.session import (
-    OVER_ADDRESS_CAP,
-    TRANSPORT_REFUSED,
-    LiveSession,
-    TooManySubscriptions,
-)
+from realtime.session import OVER_ADDRESS_CAP, TRANSPORT_REFUSED, LiveSession
+from realtime.session_subscriptions import TooManySubscriptions
 from realtime.sockets import server_connection
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ hub like this one reached 56,000 to 90,000 (DESIGN.md).
 
 The hub leaves a group when its last local subscriber leaves, and every second compares
 what it has with the published heads (one query), so a frame lost between Redis and the
-hub is read from the log even if nothing else is published to that context.
+hub is read from the log even if nothing else is published to that context. Those
+loops, and the hand-over on SIGTERM, are realtime/hub_housekeeping.py.
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import connection
 
 from changes.selectors import change_log_state
@@ -37,25 +35,14 @@ from realtime.control import (
 )
 from realtime.follower import ContextFollower, OutFrame
 from realtime.groups import SYSTEM_GROUP, context_group
-from realtime.metrics import LOOP_LAG_PROBE_S, event_loop_lag
-from realtime.services import (
-    connections_close,
-    connections_of_stopped_processes_delete,
-    connections_touch,
-)
+from realtime.hub_housekeeping import HubHousekeeping
+from realtime.loop_local import LoopLocal
+from realtime.services import connections_close, connections_of_stopped_processes_delete
 
 logger = logging.getLogger(__name__)
 
 # After the channel layer fails (Redis away), wait this long before listening again.
 RECEIVE_RETRY_S = 1.0
-# Heartbeats of every connection share one read of the head per this many seconds: at
-# 5,000 connections a read each was 200 queries a second on the one database thread.
-HEAD_CACHE_S = 1.0
-# How often the heartbeat loop looks for connections due a heartbeat (their jitter is
-# coarser than this).
-HEARTBEAT_TICK_S = 0.5
-# Between sending 4503 to every client and letting the server stop.
-SHUTDOWN_GRACE_S = 0.5
 # Rows of ended connections are deleted together, this long after the first: a thousand
 # clients dropped at once cost a few statements, not a thousand on the one database
 # thread (measured: 1,200 one by one took 1.5 to 4.8 s under a reconnect storm).
@@ -99,7 +86,7 @@ def _context_heads(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         return {(c, a): seq for c, a, seq in cursor.fetchall()}
 
 
-class Hub:
+class Hub(HubHousekeeping):
     """Group memberships and delivery for every connection of this process."""
 
     def __init__(self) -> None:
@@ -130,14 +117,6 @@ class Hub:
         # Contexts the last head check found behind, with the head it saw.
         self._behind: dict[tuple[str, str], int] = {}
         self.process_tasks: list[asyncio.Task] = []
-
-    async def head_seq(self) -> int:
-        """The published head, read at most once per HEAD_CACHE_S for this process."""
-        now = asyncio.get_running_loop().time()
-        if self._head is None or now - self._head[0] > HEAD_CACHE_S:
-            state = await database_sync_to_async(change_log_state)()
-            self._head = (now, state.head_seq)
-        return self._head[1]
 
     def follower(self, audience: str) -> ContextFollower:
         if audience not in self.followers:
@@ -171,78 +150,6 @@ class Hub:
         if not self.process_tasks:
             self.process_tasks = [asyncio.create_task(task(self)) for task in _process_tasks]
 
-    def _take_over_sigterm(self) -> None:
-        """Under a server that installed its own SIGTERM handler (uvicorn, daphne's
-        reactor), close every connection with 4503 first, then hand over to it: clients
-        reconnect elsewhere at once instead of waiting for a timeout."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous):
-            return  # nobody to hand over to (tests, shells): leave the default alone
-
-        def on_sigterm() -> None:
-            self.shutdown_task = asyncio.ensure_future(
-                self.shutdown(lambda: previous(signal.SIGTERM, None))
-            )
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
-
-    async def shutdown(self, then=None) -> None:
-        """Close every connection of this process with 4503, then run `then`."""
-        self.stopping = True
-        for transport in list(self.transports):
-            with contextlib.suppress(Exception):
-                await transport.shutdown()
-        # Give the close frames a moment to leave before the server stops.
-        await asyncio.sleep(SHUTDOWN_GRACE_S)
-        if then is not None:
-            then()
-
-    async def _heartbeat_loop(self) -> None:
-        """Every HEARTBEAT_TICK_S, beat the connections whose heartbeat is due."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(HEARTBEAT_TICK_S)
-            now = loop.time()
-            due = [c for c in list(self.beating) if c.heartbeat_at <= now]
-            if not due:
-                continue
-            try:
-                head = await self.head_seq()
-            except Exception:
-                logger.exception("heartbeats: cannot read the head")
-                continue
-            for consumer in due:
-                try:
-                    await consumer.heartbeat(head)
-                except Exception:
-                    # A heartbeat that fails ends its session; it is not tried again.
-                    logger.exception("a heartbeat failed; ending the session")
-                    await consumer.session.end("error")
-            # The loop variable would hold the last connection beaten (its consumer,
-            # session and server protocol) until the next beat, long after it closed on
-            # a process that has gone idle.
-            del consumer
-
-    async def _loop_lag_loop(self) -> None:
-        """Measure how late the event loop runs a timer (carbon_event_loop_lag_seconds)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + LOOP_LAG_PROBE_S
-            await asyncio.sleep(LOOP_LAG_PROBE_S)
-            event_loop_lag.observe(max(0.0, loop.time() - due))
-
-    async def _touch_loop(self) -> None:
-        """Refresh last_seen of this process's connections in one statement per period."""
-        while True:
-            await asyncio.sleep(settings.REALTIME_TOUCH_INTERVAL_S)
-            sessions = [session.id for session in self.sessions if session.tracked]
-            try:
-                await database_sync_to_async(connections_touch)(sessions=sessions)
-            except Exception:
-                logger.exception("refreshing connections failed")
-
     def release_row(self, session_id: str) -> None:
         """Delete an ended session's active_connections row soon, with others."""
         self.rows_released.add(session_id)
@@ -267,21 +174,6 @@ class Hub:
                 logger.warning("deleting %d connection rows failed: %r", len(batch), exc)
                 self.rows_released |= batch
                 await asyncio.sleep(ROW_RELEASE_BATCH_S * 2**failures)
-
-    async def _head_check_loop(self) -> None:
-        """Every REALTIME_HEAD_CHECK_S, one query for the heads of every context this hub
-        follows: a frame lost between Redis and the hub is repaired within that, even
-        when nothing more is published to its context."""
-        while True:
-            await asyncio.sleep(settings.REALTIME_HEAD_CHECK_S)
-            for follower in self.followers.values():
-                follower.recent_trim()
-            if not self.members:
-                continue
-            try:
-                await self.check_heads(confirmed=True)
-            except Exception:
-                logger.exception("checking the context heads failed")
 
     async def join(self, subscriber: Subscriber, context: str, audience: str) -> int:
         """Subscribe to a context's live frames; returns the seq the hub follows from
@@ -403,18 +295,16 @@ class Hub:
         self._behind = behind
 
 
-_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+# A hub is kept as long as the process, loop and all: running_hubs lists every one made
+# (for the /metrics collector, realtime/apps.py).
+_hubs: LoopLocal[Hub] = LoopLocal(Hub, keep_loops=True)
 
 
 def get_hub() -> Hub:
     """The hub of the running event loop (one per server process)."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = Hub()
-    return hub
+    return _hubs.get()
 
 
 def running_hubs() -> list[Hub]:
     """The hubs of this process (one per event loop that has served a connection)."""
-    return list(_hubs.values())
+    return _hubs.values()

@@ -50,7 +50,9 @@ from notifications.services import (
 )
 from notifications.signals import notifications_created
 from realtime.control import control_handler, control_observer, control_send
-from realtime.session import LiveSession, subscribe_hook
+from realtime.loop_local import LoopLocal
+from realtime.session import LiveSession
+from realtime.session_subscriptions import subscribe_hook
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +145,8 @@ class AttemptRecorder:
             logger.exception("could not record %d notification attempt(s)", len(attempts))
 
 
-_recorders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _recorder() -> AttemptRecorder:
-    loop = asyncio.get_running_loop()
-    recorder = _recorders.get(loop)
-    if recorder is None:
-        recorder = _recorders[loop] = AttemptRecorder()
-    return recorder
+_recorders: LoopLocal[AttemptRecorder] = LoopLocal(AttemptRecorder)
+_recorder = _recorders.get
 
 
 async def attempts_flush() -> None:
@@ -198,15 +193,8 @@ class PendingNotifications:
         return [item for item in self.items.values() if item["expires_at"] > wall]
 
 
-_pending: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _pending_notifications() -> PendingNotifications:
-    loop = asyncio.get_running_loop()
-    pending = _pending.get(loop)
-    if pending is None:
-        pending = _pending[loop] = PendingNotifications()
-    return pending
+_pending: LoopLocal[PendingNotifications] = LoopLocal(PendingNotifications)
+_pending_notifications = _pending.get
 
 
 # -- the hooks -------------------------------------------------------------------------------

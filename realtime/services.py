@@ -143,29 +143,25 @@ def connection_close(*, session: str) -> None:
         cursor.execute(f"DELETE FROM active_connections WHERE id = %s AND {_UNSYNCED}", [session])
 
 
-def connections_close(*, sessions: Iterable[str]) -> int:
-    """Forget many ended connections in one statement (a burst of disconnects)."""
+def _sessions_write(statement: str, sessions: Iterable[str]) -> int:
+    """Run `statement` (a DELETE or UPDATE of active_connections) on the rows of many
+    sessions at once; how many rows it wrote."""
     sessions = list(sessions)
     if not sessions:
         return 0
     with db_connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM active_connections WHERE id = ANY(%s) AND {_UNSYNCED}", [sessions]
-        )
+        cursor.execute(f"{statement} WHERE id = ANY(%s) AND {_UNSYNCED}", [sessions])
         return cursor.rowcount
+
+
+def connections_close(*, sessions: Iterable[str]) -> int:
+    """Forget many ended connections in one statement (a burst of disconnects)."""
+    return _sessions_write("DELETE FROM active_connections", sessions)
 
 
 def connections_touch(*, sessions: Iterable[str]) -> int:
     """Refresh last_seen of many connections in one statement (not one write per message)."""
-    sessions = list(sessions)
-    if not sessions:
-        return 0
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE active_connections SET last_seen = now() WHERE id = ANY(%s) AND {_UNSYNCED}",
-            [sessions],
-        )
-        return cursor.rowcount
+    return _sessions_write("UPDATE active_connections SET last_seen = now()", sessions)
 
 
 @transaction.atomic

@@ -14,9 +14,10 @@ and `Last-Event-ID` into a subscribe, and the session's JSON texts into SSE even
 
 Only `batch` events carry an `id:`: a cursor token holding every subscribed context's
 cursor *after* that batch, so the `Last-Event-ID` a browser sends back on reconnect
-resumes each context exactly where it was. Everything that cannot be served is refused
-with a JSON error before the first byte of the stream; once streaming, problems become
-events (`reset`), never a broken response.
+resumes each context exactly where it was (realtime/sse_cursors.py keeps them;
+realtime/sse_codec.py parses the query and the tokens). Everything that cannot be served
+is refused with a JSON error before the first byte of the stream; once streaming,
+problems become events (`reset`), never a broken response.
 
 Channels dispatches one message at a time, so the consumer never blocks in a handler:
 `http.request` starts the stream and returns, live frames arrive through the hub, and
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from typing import Any
@@ -36,7 +36,6 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from changes.contexts import InvalidContext, context_normalize
 from common.errors import error_body
 from common.json import json_dumps
 from realtime import protocol
@@ -48,25 +47,17 @@ from realtime.metrics import (
     LIMIT_SSE_CONNECTIONS,
     rate_limited_count,
 )
-from realtime.session import (
-    OVER_ADDRESS_CAP,
-    TRANSPORT_REFUSED,
-    LiveSession,
-    TooManySubscriptions,
-)
+from realtime.session import OVER_ADDRESS_CAP, TRANSPORT_REFUSED, LiveSession
+from realtime.session_subscriptions import TooManySubscriptions
 from realtime.sockets import server_connection
 from realtime.sse_codec import (
-    TOKEN_EPOCH_CHARS,
     StreamRefused,
-    StreamRequest,
-    batch_position,
-    cursor_token,
-    cursor_token_decode,
     message_type,
     since_value,
     sse_event,
     stream_request_parse,
 )
+from realtime.sse_cursors import StreamCursors
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +92,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         self.streaming = False  # headers sent
         self.ended = False  # body ended, or the client is gone: write nothing more
         self.cleaned = False
-        self.epoch = ""
-        # Per context, the cursor the client holds: the seq_to of the last batch written
-        # (or the seq of a reset). The session moves its own cursors only after `send`
-        # returns, so the token of a batch is computed from these.
-        self.positions: dict[str, int] = {}
-        # Where the client asked to start, per (canonical) context: for the token of a
-        # context not started yet.
-        self.planned: dict[str, int] = {}
-        # The cursors of the `Last-Event-ID`, also for contexts a later `session.subscribe`
-        # brings back after a reconnect.
-        self.resume: dict[str, int] = {}
+        self.cursors = StreamCursors()
         self.write_lock = asyncio.Lock()
         self.last_write = 0.0
 
@@ -226,7 +207,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
             return
         hub.transports.add(self)
 
-        since, epoch = self._starting_points(request, admission.state)
+        since, epoch = self.cursors.starting_points(request, admission.state)
         try:
             await self.session.subscribe(request.contexts, since=since, epoch=epoch)
         except TooManySubscriptions as exc:  # the query was counted; only a race gets here
@@ -234,35 +215,6 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                 protocol.error(code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc))
             )
         self.heartbeat = asyncio.create_task(self._heartbeats(), name="sse-heartbeat")
-
-    def _starting_points(self, request: StreamRequest, state) -> tuple[dict, str | None]:
-        """`since` per context and the epoch to check, from the token or the query.
-
-        A valid `Last-Event-ID` wins over `since` for every context it covers; one that
-        cannot be decoded resets every context (`cursor_invalid`: a negative cursor).
-        """
-        canonical = []
-        for context in request.contexts:
-            with contextlib.suppress(InvalidContext):
-                canonical.append(context_normalize(context))
-        epoch = request.epoch
-        since: dict[str, int] = {}
-        if request.last_event_id is not None:
-            token = cursor_token_decode(request.last_event_id)
-            if token is None:
-                return dict.fromkeys(canonical, -1), None
-            # The full epoch when the prefix matches, so the session checks it again on
-            # its own read; the prefix alone otherwise, which can only mismatch.
-            matches = state.epoch[:TOKEN_EPOCH_CHARS] == token.epoch_prefix
-            epoch = state.epoch if matches else token.epoch_prefix
-            if matches:
-                self.resume = token.cursors
-            since = {c: token.cursors[c] for c in canonical if c in token.cursors}
-        if request.since is not None:
-            for context in canonical:
-                since.setdefault(context, request.since)
-        self.planned = {c: since.get(c, state.head_seq) for c in canonical}
-        return since, epoch
 
     async def _refuse(self, refusal: StreamRefused) -> None:
         body = json_dumps(error_body(refusal.code, refusal.detail)).encode()
@@ -281,30 +233,8 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
             return
         kind = message_type(text)
         async with self.write_lock:
-            event_id = None
-            if kind == "batch":
-                context, seq_to = batch_position(text)
-                self.positions[context] = seq_to
-                event_id = cursor_token(self.epoch, self._token_cursors())
-            elif kind in ("reset", "hello"):
-                body = json.loads(text)
-                self.epoch = body.get("epoch") or self.epoch
-                if kind == "reset" and body.get("context"):
-                    self.positions[body["context"]] = body["seq"]
+            event_id = self.cursors.written(kind, text, self.session)
             await self._write(sse_event(kind, text, event_id))
-
-    def _token_cursors(self) -> dict[str, int]:
-        """Every subscribed context's cursor as the client holds it now."""
-        session = self.session
-        cursors: dict[str, int] = {}
-        for context in dict.fromkeys([*session.cursors, *session.switching]):
-            if context in self.positions:
-                cursors[context] = self.positions[context]
-            elif context in session.cursors:
-                cursors[context] = session.cursors[context]
-            elif context in self.planned and self.planned[context] >= 0:
-                cursors[context] = self.planned[context]
-        return cursors
 
     async def _write(self, chunk: bytes) -> None:
         if self.ended:
@@ -339,7 +269,7 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
         if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
             logger.warning("session.subscribe without a list of contexts: %r", message)
             return
-        since = self._group_since(contexts, since_value(message.get("since")))
+        since = self.cursors.group_since(self.session, contexts, since_value(message.get("since")))
         epoch = message.get("epoch") if isinstance(message.get("epoch"), str) else None
         try:
             await self.session.subscribe(contexts, since=since, epoch=epoch, ref=message.get("ref"))
@@ -349,32 +279,6 @@ class DashboardStreamConsumer(AsyncHttpConsumer):
                     code=protocol.TOO_MANY_SUBSCRIPTIONS, detail=str(exc), ref=message.get("ref")
                 )
             )
-
-    def _group_since(self, contexts: list[str], since: int | dict | None) -> dict[str, int]:
-        """Where each context of a `session.subscribe` starts.
-
-        Only contexts new to the session get a start: moving the cursor of one already
-        followed could skip frames still on their way. A context the client held before
-        a reconnect (in its Last-Event-ID) continues from there, or from `since` if that
-        is earlier: everything after the client's cursor, nothing missed.
-        """
-        session = self.session
-        starts: dict[str, int] = {}
-        for context in contexts:
-            try:
-                name = context_normalize(context)
-            except InvalidContext:
-                continue
-            if name in session.cursors or name in session.switching:
-                continue
-            start = since.get(context, since.get(name)) if isinstance(since, dict) else since
-            held = self.resume.get(name)
-            if held is not None:
-                start = held if start is None else min(start, held)
-            if start is not None:
-                starts[name] = start
-                self.planned[name] = start
-        return starts
 
     # -- ending ---------------------------------------------------------------------------
 

@@ -80,6 +80,19 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _assert_reused_stopped_and_restarted(ensure, running, stop, url: str) -> None:
+    """Another `ensure` reuses the running server; `stop` stops it, once; `ensure` then
+    starts it again at the same URL."""
+    assert ensure() == (url, False)
+    assert running() == url
+
+    assert stop()
+    assert running() is None
+    assert not stop()
+
+    assert ensure() == (url, True)
+
+
 def test_nothing_runs_in_a_fresh_data_dir(data_dir: Path) -> None:
     assert embedded.running_database_url() is None
     assert embedded.running_redis_url() is None
@@ -94,14 +107,9 @@ def test_redis_start_reuse_stop_and_persistence(data_dir: Path) -> None:
     assert client.ping()
     client.set("embedded-test", "kept")
 
-    assert embedded.ensure_redis() == (url, False)
-    assert embedded.running_redis_url() == url
-
-    assert embedded.stop_redis()
-    assert embedded.running_redis_url() is None
-    assert not embedded.stop_redis()
-
-    assert embedded.ensure_redis() == (url, True)
+    _assert_reused_stopped_and_restarted(
+        embedded.ensure_redis, embedded.running_redis_url, embedded.stop_redis, url
+    )
     assert redis.Redis.from_url(url).get("embedded-test") == b"kept"
 
 
@@ -116,14 +124,9 @@ def test_postgres_start_reuse_stop_and_persistence(data_dir: Path) -> None:
         conn.execute("create table kept (value text)")
         conn.execute("insert into kept values ('across restarts')")
 
-    assert embedded.ensure_postgres() == (url, False)
-    assert embedded.running_database_url() == url
-
-    assert embedded.stop_postgres()
-    assert embedded.running_database_url() is None
-    assert not embedded.stop_postgres()
-
-    assert embedded.ensure_postgres() == (url, True)
+    _assert_reused_stopped_and_restarted(
+        embedded.ensure_postgres, embedded.running_database_url, embedded.stop_postgres, url
+    )
     with psycopg.connect(url) as conn:
         assert conn.execute("select value from kept").fetchall() == [("across restarts",)]
 

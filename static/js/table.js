@@ -3,9 +3,15 @@
 // out, and moved rows slide to their new place (FLIP). Rows are moved, never rebuilt,
 // so focus and the scroll position stay where they were.
 
+import { integer } from "./format.js";
 import { flash, reducedMotion } from "./motion.js";
 
 const LEAVE_MS = 400;
+
+/** A column of whole numbers (tonnes, counts): right-aligned, grouped by thousands. */
+export function integerColumn(field) {
+  return { field, numeric: true, format: integer };
+}
 
 export class KeyedTable {
   /**

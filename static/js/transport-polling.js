@@ -5,21 +5,18 @@
 // `notification`), so the manager handles one vocabulary.
 
 import { HttpError, getJson } from "./http.js";
+import { Transport, lowestCursor } from "./transport.js";
 
 const LATEST = "/api/updates/latest/";
 // The protocol's longest wait: one request per 25 s while nothing happens.
 const WAIT_S = 25;
 const LIMIT = 500;
 
-export class PollingTransport {
+export class PollingTransport extends Transport {
   constructor(handlers) {
-    this.kind = "polling";
-    this.handlers = handlers;
-    this.contexts = [];
+    super("polling", handlers);
     this.cursor = null;
     this.epoch = null;
-    this.greeted = false;
-    this.done = false;
     this.paused = false;
     this.controller = null;
     this.generation = 0; // a restarted loop makes the old one stop at its next step
@@ -32,17 +29,14 @@ export class PollingTransport {
 
   restart(contexts, cursors) {
     this.contexts = [...contexts];
-    const known = contexts.map((context) => cursors[context]).filter((seq) => seq !== undefined);
-    this.cursor = known.length ? Math.min(...known) : null;
+    this.cursor = lowestCursor(contexts, cursors);
     if (this.controller) this.controller.abort();
     this.generation += 1;
     this.loop(this.generation);
   }
 
   follow(contexts, cursors) {
-    const same = contexts.length === this.contexts.length
-      && contexts.every((context) => this.contexts.includes(context));
-    if (!same) this.restart(contexts, cursors);
+    if (!this.followsExactly(contexts)) this.restart(contexts, cursors);
   }
 
   pause() {

@@ -4,20 +4,17 @@
 // server's head, not at our snapshot's seq, and could not remove any.)
 
 import { sendJson } from "./http.js";
+import { Transport, lowestCursor, parseMessage } from "./transport.js";
 
 const STREAM = "/api/stream/dashboard";
 const EVENTS = ["hello", "subscribed", "batch", "reset", "heartbeat", "notification",
   "maintenance", "policy", "error"];
 
-export class SseTransport {
+export class SseTransport extends Transport {
   constructor(handlers) {
-    this.kind = "sse";
-    this.handlers = handlers;
+    super("sse", handlers);
     this.source = null;
     this.session = null;
-    this.greeted = false;
-    this.done = false;
-    this.contexts = [];
     this.epoch = null;
   }
 
@@ -35,19 +32,15 @@ export class SseTransport {
     this.contexts = [...contexts];
     if (!contexts.length) return;
     const params = new URLSearchParams({ contexts: contexts.join(",") });
-    const known = contexts.map((context) => cursors[context]).filter((seq) => seq !== undefined);
-    if (known.length) params.set("since", String(Math.min(...known)));
+    const since = lowestCursor(contexts, cursors);
+    if (since !== null) params.set("since", String(since));
     const source = new EventSource(`${STREAM}?${params}`);
     this.source = source;
     for (const type of EVENTS) {
       source.addEventListener(type, (event) => {
         if (event.data === undefined) return; // EventSource's own `error` event
-        let message;
-        try {
-          message = JSON.parse(event.data);
-        } catch {
-          return;
-        }
+        const message = parseMessage(event.data);
+        if (message === undefined) return;
         if (message.type === "hello") {
           this.greeted = true;
           this.session = message.session;
@@ -73,9 +66,7 @@ export class SseTransport {
   }
 
   follow(contexts, cursors) {
-    const same = contexts.length === this.contexts.length
-      && contexts.every((context) => this.contexts.includes(context));
-    if (!same) this.stream(contexts, cursors);
+    if (!this.followsExactly(contexts)) this.stream(contexts, cursors);
   }
 
   pause() {

@@ -1,13 +1,7 @@
-// WebSocket transport (PROTOCOL.md, /ws/dashboard/updates). It moves messages; the
-// connection manager decides what to follow and from which cursors.
-//
-// Every transport has the same shape:
-//   open(contexts, cursors, epoch)   start, following `contexts` from per-context cursors
-//   follow(contexts, cursors)        follow exactly these contexts from now on
-//   pause() / resume(contexts, cursors)   stop batches / continue from the cursors
-//   ack(notificationId) -> bool      acknowledge a notification (false: cannot right now)
-//   close()
-// and calls handlers.message(msg) for each server message and handlers.closed(info) once.
+// WebSocket transport (PROTOCOL.md, /ws/dashboard/updates); the shape every transport
+// has is in transport.js.
+
+import { Transport, parseMessage } from "./transport.js";
 
 const PATH = "/ws/dashboard/updates";
 
@@ -15,14 +9,10 @@ const PATH = "/ws/dashboard/updates";
 const RATE_LIMITED = 4429;
 const NOT_ALLOWED = 4403;
 
-export class WebSocketTransport {
+export class WebSocketTransport extends Transport {
   constructor(handlers) {
-    this.kind = "websocket";
-    this.handlers = handlers;
+    super("websocket", handlers);
     this.socket = null;
-    this.greeted = false; // `hello` arrived: the transport works end to end
-    this.done = false;
-    this.contexts = [];
     this.paused = false;
   }
 
@@ -41,12 +31,8 @@ export class WebSocketTransport {
       this.follow(contexts, cursors, epoch);
     };
     this.socket.onmessage = (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return; // the server only sends JSON objects
-      }
+      const message = parseMessage(event.data);
+      if (message === undefined) return;
       if (message && message.type === "hello") this.greeted = true;
       this.handlers.message(message);
     };

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from adminpanel.selectors import Maintenance, maintenance_cache_set
-from tests.realtime.conftest import ORIGIN, connect, receive
+from tests.realtime.conftest import greeted, receive
 
 
 @pytest.fixture(autouse=True)
@@ -33,10 +33,7 @@ def token_header(key: str) -> tuple[bytes, bytes]:
 
 async def connected(headers=None):
     """A WebSocket client past its `hello`."""
-    communicator, ok, _ = await connect(headers=headers or [ORIGIN])
-    assert ok
-    hello = await receive(communicator)
-    assert hello["type"] == "hello"
+    communicator, _ = await greeted(headers)
     return communicator
 
 

@@ -3,6 +3,7 @@ audit, what existing and new connections get on every transport, and the publish
 holding back non-critical fan-out with nothing lost when maintenance ends."""
 
 import asyncio
+import contextlib
 import datetime as dt
 
 import pytest
@@ -24,6 +25,7 @@ from tests.realtime.conftest import ORIGIN, connect, db, make_client, publish, r
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 switch = database_sync_to_async(maintenance_switch)
+STEEL = "industry:steel"
 
 
 async def audit(action: str) -> list[AuditEntry]:
@@ -170,6 +172,28 @@ async def _logged(context: str, after: int) -> list[dict]:
     return page.items
 
 
+@contextlib.asynccontextmanager
+async def following_steel():
+    """A WebSocket client subscribed to industry:steel once the world is published; it
+    and the seq it starts from. Disconnected at the end."""
+    await publish()
+    client = await connected()
+    try:
+        await client.send_json_to({"type": "subscribe", "contexts": [STEEL]})
+        start = (await next_of(client, "subscribed"))["seq"]
+        yield client, start
+    finally:
+        await client.disconnect()
+
+
+async def acme_scope1_set(world, tonnes: int) -> None:
+    """Acme's 2024 scope 1, raw SQL: the capture triggers see it as any write."""
+    await db(
+        "UPDATE emission_records SET scope1_tonnes = %s WHERE company_id = %s AND year = 2024",
+        [tonnes, world["acme"]],
+    )
+
+
 def replayed(items: list[dict]) -> dict:
     """What a client holds after applying `items` (PROTOCOL.md: an item applies when its
     seq is above the record's): per record, its seq and latest fields. Catch-up batches
@@ -185,13 +209,7 @@ def replayed(items: list[dict]) -> dict:
 
 
 async def test_publisher_holds_back_minor_changes_and_nothing_is_lost_when_it_ends(world):
-    await publish()
-    client = await connected()
-    try:
-        await client.send_json_to({"type": "subscribe", "contexts": ["industry:steel"]})
-        subscribed = await next_of(client, "subscribed")
-        start = subscribed["seq"]
-
+    async with following_steel() as (client, start):
         await switch(actor=None, active=True, message="Upgrade")
         assert (await next_of(client, "maintenance"))["active"] is True
 
@@ -210,11 +228,9 @@ async def test_publisher_holds_back_minor_changes_and_nothing_is_lost_when_it_en
 
         await switch(actor=None, active=False)
         assert (await next_of(client, "maintenance"))["active"] is False
-        items = await _delivered(client, "industry:steel", start, held[-1])
-    finally:
-        await client.disconnect()
+        items = await _delivered(client, STEEL, start, held[-1])
 
-    logged = await _logged("industry:steel", start)
+    logged = await _logged(STEEL, start)
     assert len([item for item in logged if item["entity"] == "emission_record"]) == 3
     assert replayed(items) == replayed(logged)
     record = next(i for i in items if i["entity"] == "emission_record")
@@ -223,35 +239,22 @@ async def test_publisher_holds_back_minor_changes_and_nothing_is_lost_when_it_en
 
 
 async def test_critical_changes_still_go_out_during_maintenance_after_what_was_held(world):
-    await publish()
-    client = await connected()
-    try:
-        await client.send_json_to({"type": "subscribe", "contexts": ["industry:steel"]})
-        start = (await next_of(client, "subscribed"))["seq"]
+    async with following_steel() as (client, start):
         await switch(actor=None, active=True, message="Upgrade")
         await next_of(client, "maintenance")
 
-        await db(
-            "UPDATE emission_records SET scope1_tonnes = 201 WHERE company_id = %s AND year = 2024",
-            [world["acme"]],
-        )
+        await acme_scope1_set(world, 201)
         minor = await publish_fan_out_schedule()
         assert batch_under_maintenance(minor) and minor.frames  # published, held back
         assert await client.receive_nothing(timeout=0.3)
 
         # A total moving by more than half is critical: it goes out, after the minor one.
-        await db(
-            "UPDATE emission_records SET scope1_tonnes = 5000 WHERE company_id = %s"
-            " AND year = 2024",
-            [world["acme"]],
-        )
+        await acme_scope1_set(world, 5000)
         critical = await publish_fan_out_schedule()
         assert batch_under_maintenance(critical)
-        items = await _delivered(client, "industry:steel", start, critical.seq_to)
-    finally:
-        await client.disconnect()
+        items = await _delivered(client, STEEL, start, critical.seq_to)
 
-    assert replayed(items) == replayed(await _logged("industry:steel", start))
+    assert replayed(items) == replayed(await _logged(STEEL, start))
     # The minor change held back is in what arrived (coalesced or not), then the critical.
     records = [i for i in items if i["entity"] == "emission_record"]
     assert records[0]["previous"]["scope1_tonnes"] == 200
@@ -288,29 +291,20 @@ async def test_until_in_the_past_is_refused(world):
 
 
 async def test_a_paused_connection_catches_up_after_maintenance_from_its_cursor(world):
-    await publish()
-    client = await connected()
-    try:
-        await client.send_json_to({"type": "subscribe", "contexts": ["industry:steel"]})
-        start = (await next_of(client, "subscribed"))["seq"]
+    async with following_steel() as (client, start):
         await client.send_json_to({"type": "pause"})
         await next_of(client, "subscribed")
         await switch(actor=None, active=True, message="Upgrade")
         await next_of(client, "maintenance")  # system messages reach paused connections
-        await db(
-            "UPDATE emission_records SET scope1_tonnes = 210 WHERE company_id = %s AND year = 2024",
-            [world["acme"]],
-        )
+        await acme_scope1_set(world, 210)
         result = await publish_fan_out_schedule()
         await switch(actor=None, active=False)
         await next_of(client, "maintenance")
         assert await client.receive_nothing(timeout=0.3)  # paused: nothing yet
         await client.send_json_to({"type": "resume"})
         await next_of(client, "subscribed")
-        items = await _delivered(client, "industry:steel", start, result.seq_to)
-    finally:
-        await client.disconnect()
-    assert replayed(items) == replayed(await _logged("industry:steel", start))
+        items = await _delivered(client, STEEL, start, result.seq_to)
+    assert replayed(items) == replayed(await _logged(STEEL, start))
 
 
 async def test_a_new_connection_after_maintenance_ends_is_admitted_at_once(world):

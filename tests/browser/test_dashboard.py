@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, expect
 
 from changes.selectors import change_log_state
 from realtime.broadcast import system_message_send
@@ -91,17 +91,30 @@ def cell(page, table: str, key: str, field: str):
     return page.locator(f'[data-table="{table}"] tr[data-key="{key}"] td[data-field="{field}"]')
 
 
+def open_acme_live(page, live_stack, world) -> str:
+    """Acme's company page, opened and live; the id of its 2024 record."""
+    record = record_id(world["acme"], 2024)
+    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+    return record
+
+
+def open_acme_scope1(page, live_stack, world) -> tuple[str, Locator]:
+    """Acme's company page, live: its 2024 record's id and that record's scope 1 cell,
+    showing the seeded 200 before the test changes it."""
+    record = open_acme_live(page, live_stack, world)
+    scope1 = cell(page, "emissions", record, "scope1_tonnes")
+    expect(scope1).to_have_text("200")
+    return record, scope1
+
+
 # -- updates in place -------------------------------------------------------------------------
 
 
 def test_raw_sql_update_reaches_the_right_cell_with_a_highlight_and_no_reload(
     live_stack, world, page, page_errors
 ):
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
-    scope1 = cell(page, "emissions", record, "scope1_tonnes")
+    record, scope1 = open_acme_scope1(page, live_stack, world)
     total = cell(page, "emissions", record, "total_tonnes")
-    expect(scope1).to_have_text("200")
     untouched = cell(page, "emissions", record_id(world["acme"], 2023), "scope1_tonnes")
 
     db("UPDATE emission_records SET scope1_tonnes = 1700 WHERE id = %s", [record])
@@ -125,11 +138,10 @@ def test_raw_sql_update_reaches_the_right_cell_with_a_highlight_and_no_reload(
 
 
 def test_reduced_motion_keeps_the_highlight_without_animation(live_stack, world, browser):
-    record = record_id(world["acme"], 2024)
     context = browser.new_context(reduced_motion="reduce")
     page = context.new_page()
     try:
-        open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+        record = open_acme_live(page, live_stack, world)
         db("UPDATE emission_records SET scope1_tonnes = 900 WHERE id = %s", [record])
         scope1 = cell(page, "emissions", record, "scope1_tonnes")
         expect(scope1).to_have_text("900", timeout=2_000)
@@ -148,10 +160,7 @@ def test_reduced_motion_keeps_the_highlight_without_animation(live_stack, world,
 def test_pointer_on_the_table_holds_the_update_and_shows_the_pending_control(
     live_stack, world, page, page_errors
 ):
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
-    scope1 = cell(page, "emissions", record, "scope1_tonnes")
-    expect(scope1).to_have_text("200")
+    record, scope1 = open_acme_scope1(page, live_stack, world)
     control = page.locator("[data-pending]")
 
     page.hover(f'[data-table="emissions"] tr[data-key="{record}"]')
@@ -195,10 +204,7 @@ def test_focus_in_a_form_field_holds_directory_updates(live_stack, world, page):
 def test_pause_stops_updates_is_remembered_and_resume_catches_up(
     quick_heartbeats, live_stack, world, page, page_errors
 ):
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
-    scope1 = cell(page, "emissions", record, "scope1_tonnes")
-    expect(scope1).to_have_text("200")
+    record, scope1 = open_acme_scope1(page, live_stack, world)
     pause = page.locator("[data-pause]")
 
     pause.click()
@@ -308,10 +314,7 @@ def test_a_forced_transport_is_used_alone(live_stack, world, page, transport):
 def test_offline_keeps_the_data_with_a_banner_and_catches_up_when_back(
     live_stack, world, page, page_errors
 ):
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
-    scope1 = cell(page, "emissions", record, "scope1_tonnes")
-    expect(scope1).to_have_text("200")
+    record, scope1 = open_acme_scope1(page, live_stack, world)
     banner = page.locator("[data-offline-banner]")
     expect(banner).to_be_hidden()
 
@@ -335,8 +338,7 @@ def test_offline_keeps_the_data_with_a_banner_and_catches_up_when_back(
 
 
 def test_a_reload_shows_the_cached_view_when_the_api_cannot_answer(live_stack, world, page):
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+    record = open_acme_live(page, live_stack, world)
     db("UPDATE emission_records SET scope1_tonnes = 9100 WHERE id = %s", [record])
     scope1 = cell(page, "emissions", record, "scope1_tonnes")
     expect(scope1).to_have_text("9,100", timeout=2_000)
@@ -572,8 +574,7 @@ def test_a_lost_batch_is_noticed_by_its_prev_seq_and_read_from_the_log(
         ws.on_message(lambda message: server.send(message))
 
     page.route_web_socket(re.compile(r"/ws/dashboard/updates"), lossy)
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+    record = open_acme_live(page, live_stack, world)
     expect(page.locator("body")).to_have_attribute("data-transport", "websocket")
     gap_reads: list[str] = []
 
@@ -598,8 +599,7 @@ def test_a_lost_batch_is_noticed_by_its_prev_seq_and_read_from_the_log(
 
 
 def test_a_category_set_to_manual_waits_for_show_now(live_stack, world, page, page_errors):
-    record = record_id(world["acme"], 2024)
-    open_live(page, f"/companies/{world['acme']}/", live_stack.http_url)
+    record = open_acme_live(page, live_stack, world)
     page.locator("[data-settings-toggle]").click()
     page.select_option('[data-settings] select[name="company_metrics"]', "manual")
     page.locator("[data-settings-toggle]").click()

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from emissions.models import EMISSION_RECORD_FIELDS
 from tests.helpers import change_rows, sql
 
 pytestmark = pytest.mark.django_db
@@ -14,16 +15,7 @@ def test_raw_insert_records_every_column(world):
     assert len(rows) == 4
     first = next(row for row in rows if row["change_data"]["new"]["year"] == 2023)
     assert first["change_type"] == "insert"
-    assert first["changed_columns"] == [
-        "company_id",
-        "year",
-        "scope1_tonnes",
-        "scope2_tonnes",
-        "scope3_tonnes",
-        "total_tonnes",
-        "source",
-        "verification_status",
-    ]
+    assert first["changed_columns"] == ["company_id", *EMISSION_RECORD_FIELDS]
     new = first["change_data"]["new"]
     assert new["year"] == 2023
     assert new["total_tonnes"] == Decimal("111.000")

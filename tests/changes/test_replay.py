@@ -13,28 +13,11 @@ from rest_framework.test import APIClient
 
 from changes.publisher import change_batch_publish
 from changes.selectors import changes_since
+from emissions.models import COMPANY_PROFILE_FIELDS, EMISSION_RECORD_FIELDS
 from tests.changes.test_concurrency import conninfo
 from tests.helpers import sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
-
-COMPANY_FIELDS = (
-    "name",
-    "country",
-    "industry",
-    "is_public",
-    "verification_status",
-    "data_quality_score",
-)
-RECORD_FIELDS = (
-    "year",
-    "scope1_tonnes",
-    "scope2_tonnes",
-    "scope3_tonnes",
-    "total_tonnes",
-    "source",
-    "verification_status",
-)
 
 
 def num(value):
@@ -47,9 +30,11 @@ def num(value):
 
 def company_view(body: dict) -> dict:
     return {
-        "profile": {key: num(body[key]) for key in COMPANY_FIELDS},
+        # Everything an editor sets on a company, which its changes all carry.
+        "profile": {key: num(body[key]) for key in COMPANY_PROFILE_FIELDS},
         "records": {
-            record["id"]: {key: num(record[key]) for key in RECORD_FIELDS}
+            # Every figure the API shows of a record, which its changes all carry.
+            record["id"]: {key: num(record[key]) for key in EMISSION_RECORD_FIELDS}
             for record in body["emissions"]
         },
     }
@@ -59,14 +44,16 @@ def apply_company(view: dict, items: list[dict]) -> dict:
     for item in items:
         if item["entity"] == "company" and item["op"] != "delete":
             for key, value in item["fields"].items():
-                if key in COMPANY_FIELDS:
+                if key in COMPANY_PROFILE_FIELDS:
                     view["profile"][key] = num(value)
         elif item["entity"] == "emission_record":
             if item["op"] == "delete":
                 view["records"].pop(item["id"], None)
                 continue
             record = {} if item["op"] == "insert" else view["records"].setdefault(item["id"], {})
-            record.update({k: num(v) for k, v in item["fields"].items() if k in RECORD_FIELDS})
+            record.update(
+                {k: num(v) for k, v in item["fields"].items() if k in EMISSION_RECORD_FIELDS}
+            )
             view["records"][item["id"]] = record
     return view
 

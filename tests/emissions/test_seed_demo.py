@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from emissions.demo import INDUSTRY_PROFILES, demo_data_load
+from emissions.demo import demo_data_load
+from emissions.demo_generator import INDUSTRY_PROFILES
 
 # Committed transactions, as the command runs: Django's foreign keys are deferred, so
 # TRUNCATE (--replace) refuses inside a transaction that still owes their checks.

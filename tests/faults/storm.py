@@ -37,6 +37,8 @@ import time
 import httpx
 from websockets.asyncio.client import connect
 
+from tests.sse_events import sse_events
+
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -103,17 +105,10 @@ class Client:
                 raise RuntimeError(f"SSE refused: {response.status_code}")
             self.handle = response
             self.connections += 1
-            event_id, data = None, []
-            async for line in response.aiter_lines():
-                if line.startswith("id:"):
-                    event_id = line[3:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif line == "" and data:
-                    self.on_message(json.loads("\n".join(data)))
-                    if event_id:
-                        self.event_id = event_id
-                    event_id, data = None, []
+            async for event in sse_events(response):
+                self.on_message(event.json())
+                if event.id:
+                    self.event_id = event.id
 
     async def flap(self, ws_url: str, http: httpx.AsyncClient, base: str) -> None:
         """Come back asking for everything since the start, and vanish (TCP reset) right

@@ -1,10 +1,11 @@
-"""The fault tests' own check (tests/faults/followers.py) finds what it must: a lost
+"""The fault tests' own check (tests/faults/database.py) finds what it must: a lost
 change, a duplicate, a gap, disorder and a change the audience may not see, and accepts
 coalescing. No processes: batches are fed to a follower by hand."""
 
 import pytest
 
-from tests.faults.followers import Follower, exactly_once_problems
+from tests.faults.database import exactly_once_problems
+from tests.faults.followers import Follower
 
 CONTEXT = "company:c1"
 # (seq, entity, record id) published to CONTEXT, as routed_changes reads them.

@@ -2,23 +2,19 @@
 kill -9 of the postmaster (crash recovery on start). Web server and publisher reconnect
 by themselves; clients get every change committed before and after, once, in order.
 
-A PostgreSQL server of the test's own (tests/faults/conftest.py), never the shared one."""
+A PostgreSQL server of the test's own (tests/faults/private_servers.py), never the shared
+one."""
 
 import asyncio
 import json
-import time
 
 import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.faults.conftest import (
-    connection_rows,
-    migrate,
-    wait_for_no_connection_rows,
-    world_insert,
-)
-from tests.faults.followers import run_through_fault
+from tests.faults.database import connection_rows, wait_for_no_connection_rows
+from tests.faults.fault_run import run_through_fault
+from tests.faults.private_servers import migrate, world_insert
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.asyncio]
 
@@ -35,41 +31,28 @@ def pg_world(private_postgres, tmp_path) -> dict:
 async def test_postgres_restart_mid_stream(
     how, private_postgres, pg_world, fault_stack, recovery_report
 ):
-    database_url = private_postgres.url()
-    stack = fault_stack(("web", "publisher"), DATABASE_URL=database_url)
+    stack = fault_stack(("web", "publisher"), DATABASE_URL=private_postgres.url())
     stopping: dict = {}
 
-    async def restart(clients) -> dict:
-        t_fault = time.monotonic()
+    async def restart(clients) -> None:
         if how == "fast-restart":
             # What `pg_ctl restart -m fast` does, with the postmaster kept as our child.
             stopping["stop_s"] = await asyncio.to_thread(private_postgres.stop_fast)
         else:
             stopping["backends_gone_s"] = await asyncio.to_thread(private_postgres.kill_postmaster)
         stopping["start_s"] = await asyncio.to_thread(private_postgres.start)
-        return {"t_fault": t_fault, "t_back": time.monotonic()}
 
-    run = await run_through_fault(
-        stack=stack,
-        database_url=database_url,
-        world=pg_world,
-        contexts=[f"company:{pg_world['acme']}", "industry:steel", "overview"],
-        fault=restart,
-        recovery_timeout=40,
-    )
-    left = await asyncio.to_thread(
-        wait_for_no_connection_rows, database_url, stack.processes["web"].pid
-    )
+    run = await run_through_fault(stack=stack, world=pg_world, fault=restart, recovery_timeout=40)
     recovery_report(
         f"postgres {how}",
         **run.figures,
         **{key: round(value, 3) for key, value in stopping.items()},
         reconnects=sum(len(c.greeted) - 1 for c in run.clients),
-        rows_left=left,
+        rows_left=run.rows_left,
     )
     assert stack.processes["web"].poll() is None, "the web server died with the database"
     assert stack.processes["publisher"].poll() is None, "the publisher died with the database"
-    assert left == 0, f"{left} active_connections rows after every client closed"
+    assert run.rows_left == 0, f"{run.rows_left} active_connections rows after every client closed"
 
 
 async def test_connection_rows_are_deleted_after_a_postgres_restart(

@@ -7,43 +7,32 @@ import time
 
 import pytest
 
-from tests.faults.conftest import wait_for_no_connection_rows
-from tests.faults.followers import log_head, run_through_fault, summary
-from tests.live.conftest import database_url_of_tests
+from tests.faults.database import log_head
+from tests.faults.fault_run import run_through_fault, summary
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.asyncio]
 
 
-def contexts_of(world) -> list[str]:
-    return [f"company:{world['acme']}", "industry:steel", "overview"]
+async def publisher_restart(stack) -> dict:
+    """Start the killed publisher again; the first batch after it is past the head it
+    finds (nothing else publishes while it is down, or beat has published up to it)."""
+    head = await asyncio.to_thread(log_head, stack.database_url)
+    await asyncio.to_thread(stack.start, "publisher")
+    return {"min_seq": head}
 
 
 async def test_publisher_kill_9_mid_stream(fault_stack, transactional_db, world, recovery_report):
-    database_url = database_url_of_tests()
     stack = fault_stack(("web", "publisher"))
 
     async def kill_and_restart(clients) -> dict:
-        t_fault = time.monotonic()
         await asyncio.to_thread(stack.stop, "publisher", sig=signal.SIGKILL)
-        # Nothing is published while it is down: the head now is the last seq out.
-        head = await asyncio.to_thread(log_head, database_url)
-        await asyncio.to_thread(stack.start, "publisher")
-        return {"t_fault": t_fault, "t_back": time.monotonic(), "min_seq": head}
+        return await publisher_restart(stack)
 
-    run = await run_through_fault(
-        stack=stack,
-        database_url=database_url,
-        world=world,
-        contexts=contexts_of(world),
-        fault=kill_and_restart,
-    )
+    run = await run_through_fault(stack=stack, world=world, fault=kill_and_restart)
     # The clients never noticed, apart from the pause: no connection was lost.
     assert all(len(c.greeted) == 1 for c in run.clients), [c.closes for c in run.clients]
-    left = await asyncio.to_thread(
-        wait_for_no_connection_rows, database_url, stack.processes["web"].pid
-    )
     recovery_report("publisher kill -9", **run.figures)
-    assert left == 0, f"{left} active_connections rows after every client closed"
+    assert run.rows_left == 0, f"{run.rows_left} active_connections rows after every client closed"
 
 
 async def test_beat_publishes_while_the_publisher_is_down(
@@ -51,7 +40,6 @@ async def test_beat_publishes_while_the_publisher_is_down(
 ):
     """With the Procfile's worker and beat running, changes keep reaching clients while
     run_publisher is dead: beat's `publish-changes` task (every second) publishes them."""
-    database_url = database_url_of_tests()
     stack = fault_stack(("web", "publisher", "worker", "beat"))
     down_for_s = 6.0
     beat_firsts: list[float] = []
@@ -59,7 +47,7 @@ async def test_beat_publishes_while_the_publisher_is_down(
     async def kill_wait_restart(clients) -> dict:
         t_fault = time.monotonic()
         await asyncio.to_thread(stack.stop, "publisher", sig=signal.SIGKILL)
-        head = await asyncio.to_thread(log_head, database_url)
+        head = await asyncio.to_thread(log_head, stack.database_url)
         # The worker and beat may still be starting: give the safety net its chance.
         deadline = t_fault + 30
         while time.monotonic() < deadline:
@@ -69,21 +57,14 @@ async def test_beat_publishes_while_the_publisher_is_down(
             await asyncio.sleep(0.1)
         beat_firsts.extend(t - t_fault for t in firsts if t)
         assert len(beat_firsts) == len(firsts), "nothing was published while it was down"
-        head = await asyncio.to_thread(log_head, database_url)
-        await asyncio.to_thread(stack.start, "publisher")
-        return {"t_fault": t_fault, "t_back": time.monotonic(), "min_seq": head}
+        return await publisher_restart(stack)
 
     run = await run_through_fault(
         stack=stack,
-        database_url=database_url,
         world=world,
-        contexts=contexts_of(world),
         fault=kill_wait_restart,
         # Worker and beat start beside web and publisher on two cores.
         steady_s=3.0,
-    )
-    left = await asyncio.to_thread(
-        wait_for_no_connection_rows, database_url, stack.processes["web"].pid
     )
     recovery_report(
         "publisher down, beat safety net",
@@ -91,4 +72,4 @@ async def test_beat_publishes_while_the_publisher_is_down(
         **run.figures,
     )
     assert "publish_changes_task" in stack.log("worker")
-    assert left == 0, f"{left} active_connections rows after every client closed"
+    assert run.rows_left == 0, f"{run.rows_left} active_connections rows after every client closed"

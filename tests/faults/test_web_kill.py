@@ -7,48 +7,39 @@ import time
 
 import pytest
 
-from tests.faults.conftest import connection_rows, wait_for_no_connection_rows
-from tests.faults.followers import Following, followers, run_through_fault
-from tests.live.conftest import database_url_of_tests
+from tests.faults.database import connection_rows
+from tests.faults.fault_run import run_through_fault
+from tests.faults.followers import Following, followers
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.asyncio]
 
 
 async def test_web_server_kill_9_mid_stream(fault_stack, transactional_db, world, recovery_report):
-    database_url = database_url_of_tests()
     stack = fault_stack(("web", "publisher"))
-    contexts = [f"company:{world['acme']}", "industry:steel", "overview"]
     killed = stack.processes["web"].pid
 
     async def kill_and_restart(clients) -> dict:
-        t_fault = time.monotonic()
         await asyncio.to_thread(stack.stop, "web", sig=signal.SIGKILL)
         # The same port again, as a supervisor (systemd, honcho, Kubernetes) would.
         await asyncio.to_thread(stack.start, "web")
-        return {"t_fault": t_fault, "t_back": time.monotonic(), "greeted_after": True}
+        return {"greeted_after": True}
 
-    run = await run_through_fault(
-        stack=stack,
-        database_url=database_url,
-        world=world,
-        contexts=contexts,
-        fault=kill_and_restart,
-    )
+    run = await run_through_fault(stack=stack, world=world, fault=kill_and_restart)
 
     # Nothing was refused on the way back: every reconnect found the server or waited.
     assert all(c.greeted[-1] > run.fault["t_fault"] for c in run.clients)
-    restarted = stack.processes["web"].pid
-    left = await asyncio.to_thread(wait_for_no_connection_rows, database_url, restarted)
     # The killed process could not remove its rows: they stay until the sweep
     # (REALTIME_CONNECTION_STALE_S) and are reported, not hidden.
-    stale = await asyncio.to_thread(connection_rows, database_url, killed)
+    stale = await asyncio.to_thread(connection_rows, stack.database_url, killed)
     recovery_report(
         "web kill -9",
         **run.figures,
         server_listening_s=round(run.fault["t_back"] - run.fault["t_fault"], 3),
         rows_left_by_killed_process=stale,
     )
-    assert left == 0, f"{left} active_connections rows of the restarted server after close"
+    assert run.rows_left == 0, (
+        f"{run.rows_left} active_connections rows of the restarted server after close"
+    )
     assert stale <= len(run.clients)
 
 

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from tests.live.conftest import REPO, stack_start
 from tests.live.test_websocket_live import recv
+from tests.sse_events import sse_events
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -66,31 +67,18 @@ def fresh_stack(tmp_path):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def sse_events(response: httpx.Response):
-    """(event, data) of an SSE stream."""
-    event, data = None, []
-    async for line in response.aiter_lines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-        elif line == "" and data:
-            yield event, json.loads("\n".join(data))
-            event, data = None, []
-
-
 async def sse_first_batch(url: str, subscribed: asyncio.Event) -> dict:
     async with (
         httpx.AsyncClient(timeout=30) as client,
         client.stream("GET", url) as response,
     ):
         assert response.status_code == 200
-        async for event, data in sse_events(response):
-            assert event != "reset", data
-            if event == "subscribed":
+        async for event in sse_events(response):
+            assert event.event != "reset", event.data
+            if event.event == "subscribed":
                 subscribed.set()
-            elif event == "batch":
-                return data
+            elif event.event == "batch":
+                return event.json()
     raise AssertionError("the stream ended")
 
 

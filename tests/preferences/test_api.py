@@ -31,11 +31,26 @@ async def make_user(username: str, **kwargs) -> tuple:
     return await database_sync_to_async(user_with_token)(username, **kwargs)
 
 
+@pytest.fixture
+async def staff_auth() -> dict:
+    """The Authorization header of a staff user, `ops`."""
+    _, key = await make_user("ops", staff=True)
+    return token_header(key)
+
+
 async def put(http, path: str, body, headers=None):
     content = body if isinstance(body, bytes | str) else json.dumps(body)
     return await http.put(
         path, content=content, headers={"Content-Type": "application/json", **(headers or {})}
     )
+
+
+def assert_refused_with_reason(response, code: str, field: str, words: str) -> None:
+    """A 400 with error `code` whose detail gives `field` a reason containing `words`."""
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert words in " ".join(error["detail"][field]), error
 
 
 # -- preferences -----------------------------------------------------------------------------
@@ -206,10 +221,7 @@ async def test_preferences_are_bounded_by_the_policy(http):
 async def test_invalid_preferences_are_400_with_the_reason(http, body, field, words):
     _, key = await make_user("erin")
     response = await put(http, PREFERENCES, body, token_header(key))
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["code"] == "invalid_preferences"
-    assert words in " ".join(error["detail"][field]), error
+    assert_refused_with_reason(response, "invalid_preferences", field, words)
     assert await RefreshPreference.objects.acount() == 0
 
 
@@ -285,9 +297,8 @@ async def test_policies_are_staff_only(http):
     assert not await RefreshPolicy.objects.filter(debounce_ms=5).aexists()
 
 
-async def test_staff_read_every_policy(http):
-    _, key = await make_user("ops", staff=True)
-    response = await http.get(POLICIES, headers=token_header(key))
+async def test_staff_read_every_policy(http, staff_auth):
+    response = await http.get(POLICIES, headers=staff_auth)
     assert response.status_code == 200
     policies = response.json()["policies"]
     assert len(policies) == 16
@@ -478,18 +489,13 @@ async def test_staff_edit_policies_and_every_change_is_audited(http):
         ),
     ],
 )
-async def test_invalid_policy_edits_are_400_with_the_reason(http, body, field, words):
-    _, key = await make_user("ops", staff=True)
-    response = await put(http, POLICIES, body, token_header(key))
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["code"] == "invalid_policy"
-    assert words in " ".join(error["detail"][field]), error
+async def test_invalid_policy_edits_are_400_with_the_reason(http, staff_auth, body, field, words):
+    response = await put(http, POLICIES, body, staff_auth)
+    assert_refused_with_reason(response, "invalid_policy", field, words)
     assert await AuditEntry.objects.acount() == 0
 
 
-async def test_a_policy_edit_is_all_or_nothing(http):
-    _, key = await make_user("ops", staff=True)
+async def test_a_policy_edit_is_all_or_nothing(http, staff_auth):
     response = await put(
         http,
         POLICIES,
@@ -499,20 +505,18 @@ async def test_a_policy_edit_is_all_or_nothing(http):
                 {"user_type": "staff", "category": "announcements", "debounce_ms": 999_999},
             ]
         },
-        token_header(key),
+        staff_auth,
     )
     assert response.status_code == 400
     assert not await RefreshPolicy.objects.filter(debounce_ms=100).aexists()
 
 
-async def test_hostile_policy_bodies_get_clear_errors(http):
-    _, key = await make_user("ops", staff=True)
-    auth = token_header(key)
+async def test_hostile_policy_bodies_get_clear_errors(http, staff_auth):
     big = json.dumps({"policies": [{"user_type": "staff" * 1000, "category": "x"}] * 10})
     for response, status in (
-        (await put(http, POLICIES, big, auth), 413),
-        (await put(http, POLICIES, "[" * 3000 + "]" * 3000, auth), 400),
-        (await put(http, POLICIES, "nope", auth), 400),
+        (await put(http, POLICIES, big, staff_auth), 413),
+        (await put(http, POLICIES, "[" * 3000 + "]" * 3000, staff_auth), 400),
+        (await put(http, POLICIES, "nope", staff_auth), 400),
     ):
         assert response.status_code == status
         assert set(response.json()) == {"error"}

@@ -22,6 +22,7 @@ from tests.realtime.conftest import (
     ORIGIN,
     connect,
     db,
+    greeted,
     make_client,
     publish,
     receive,
@@ -44,14 +45,6 @@ async def make_user(username: str, **kwargs):
     return await database_sync_to_async(user_with_token)(username, **kwargs)
 
 
-async def open_ws(headers=None) -> tuple:
-    communicator, connected, _ = await connect(headers=headers)
-    assert connected
-    hello = await receive(communicator)
-    assert hello["type"] == "hello"
-    return communicator, hello
-
-
 async def subscribe(communicator, contexts, **extra) -> dict:
     await communicator.send_json_to({"type": "subscribe", "contexts": contexts, **extra})
     return await receive_until(communicator, "subscribed")
@@ -69,6 +62,13 @@ async def put_json(http, path, body, headers=None):
         content=json.dumps(body),
         headers={"Content-Type": "application/json", **(headers or {})},
     )
+
+
+async def put_policies_as_staff(*policies: dict):
+    """PUT `policies` through the admin API as a staff user; the response."""
+    _, staff = await make_user("ops", staff=True)
+    async with make_client() as http:
+        return await put_json(http, POLICIES, {"policies": list(policies)}, token_header(staff))
 
 
 async def next_message(communicator, timeout=5) -> dict:
@@ -95,7 +95,7 @@ async def record(company, year: int, tonnes: int) -> None:
 
 
 async def test_hello_carries_the_effective_policy(world):
-    communicator, hello = await open_ws()
+    communicator, hello = await greeted()
     policy = hello["policy"]
     assert policy["user_type"] == "anonymous"
     assert policy["categories"]["company_metrics"]["mode"] == "realtime"
@@ -114,7 +114,7 @@ async def test_hello_carries_the_effective_policy(world):
             "quiet_hours": {"start": "23:00", "end": "06:00", "timezone": "Asia/Tokyo"},
         },
     )
-    communicator, hello = await open_ws([(b"authorization", f"Token {key}".encode())])
+    communicator, hello = await greeted([(b"authorization", f"Token {key}".encode())])
     policy = hello["policy"]
     assert policy["user_type"] == "analyst"
     assert policy["categories"]["company_metrics"]["interval_ms"] == 30000
@@ -136,15 +136,8 @@ async def test_sse_hello_carries_the_policy_and_keeps_its_heartbeat(world):
     hello, _ = await stream.opened()
     assert hello["policy"]["user_type"] == "anonymous"
     assert hello["policy"]["heartbeat_ms"] == 15_000
-    _, staff = await make_user("ops", staff=True)
-    async with make_client() as http:
-        response = await put_json(
-            http,
-            POLICIES,
-            {"policies": [{**ANONYMOUS_BENCHMARKS, "debounce_ms": 20}]},
-            token_header(staff),
-        )
-        assert response.status_code == 200
+    response = await put_policies_as_staff({**ANONYMOUS_BENCHMARKS, "debounce_ms": 20})
+    assert response.status_code == 200
     event = await stream.until("policy", timeout=POLICY_DEADLINE_S)
     policy = event["message"]["policy"]
     assert policy["categories"]["industry_benchmarks"]["debounce_ms"] == 20
@@ -162,7 +155,7 @@ async def test_a_policy_change_is_enforced_on_an_open_connection_within_a_second
     acme = world["acme"]
     context = f"company:{acme}"
     await publish()
-    communicator, hello = await open_ws()
+    communicator, hello = await greeted()
     assert hello["policy"]["categories"]["company_metrics"]["mode"] == "realtime"
     await subscribe(communicator, [context])
 
@@ -172,15 +165,8 @@ async def test_a_policy_change_is_enforced_on_an_open_connection_within_a_second
         batch = await receive_until(communicator, "batch")
         assert [item["fields"]["name"] for item in batch["changes"]] == [name]
 
-    _, staff = await make_user("ops", staff=True)
-    async with make_client() as http:
-        response = await put_json(
-            http,
-            POLICIES,
-            {"policies": [{**ANONYMOUS_METRICS, "min_interval_ms": 3000}]},
-            token_header(staff),
-        )
-        assert response.status_code == 200, response.text
+    response = await put_policies_as_staff({**ANONYMOUS_METRICS, "min_interval_ms": 3000})
+    assert response.status_code == 200, response.text
 
     message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
     entry = message["policy"]["categories"]["company_metrics"]
@@ -212,7 +198,7 @@ async def test_an_interval_preference_coalesces_and_its_change_applies_at_once(w
     await publish()
     user, key = await make_user("viewer")
     await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "5m"}}})
-    communicator, hello = await open_ws([(b"authorization", f"Token {key}".encode())])
+    communicator, hello = await greeted([(b"authorization", f"Token {key}".encode())])
     assert hello["policy"]["categories"]["company_metrics"]["interval_ms"] == 300_000
     await subscribe(communicator, [f"company:{acme}"])
     await rename(acme, "First")
@@ -248,7 +234,7 @@ async def test_held_frames_past_the_bound_are_read_from_the_log(world, monkeypat
     await publish()
     user, key = await make_user("viewer")
     await set_preferences(user, None, {"categories": {"company_metrics": {"mode": "5m"}}})
-    communicator, _ = await open_ws([(b"authorization", f"Token {key}".encode())])
+    communicator, _ = await greeted([(b"authorization", f"Token {key}".encode())])
     await subscribe(communicator, [f"company:{acme}"])
     await rename(acme, "Kept")
     first = await receive_until(communicator, "batch")
@@ -275,7 +261,7 @@ async def test_a_debounce_window_gathers_changes(world):
     acme = world["acme"]
     await publish()
     await database_sync_to_async(policy_set)("anonymous", "company_metrics", debounce_ms=1500)
-    communicator, hello = await open_ws()
+    communicator, hello = await greeted()
     assert hello["policy"]["categories"]["company_metrics"]["debounce_ms"] == 1500
     await subscribe(communicator, [f"company:{acme}"])
     await rename(acme, "One")
@@ -290,7 +276,7 @@ async def test_manual_mode_holds_a_category_until_the_client_resumes(world):
     await publish()
     session = await database_sync_to_async(anonymous_session)()
     await set_preferences(None, session, {"categories": {"company_metrics": {"mode": "manual"}}})
-    communicator, hello = await open_ws([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
+    communicator, hello = await greeted([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
     assert hello["policy"]["categories"]["company_metrics"]["mode"] == "manual"
     reply = await subscribe(communicator, [f"company:{acme}", "industry:steel"])
     start = reply["seq"]
@@ -314,7 +300,7 @@ async def test_a_paused_preference_starts_the_connection_paused(world):
     await publish()
     user, key = await make_user("viewer")
     await set_preferences(user, None, {"paused": True})
-    communicator, hello = await open_ws([(b"authorization", f"Token {key}".encode())])
+    communicator, hello = await greeted([(b"authorization", f"Token {key}".encode())])
     assert hello["policy"]["paused"] is True
     reply = await subscribe(communicator, [f"company:{acme}"])
     assert reply["paused"] is True
@@ -331,9 +317,9 @@ async def test_preference_changes_reach_only_the_clients_own_connections(world):
     await publish()
     mine = await database_sync_to_async(anonymous_session)()
     theirs = await database_sync_to_async(anonymous_session)()
-    own_a, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={mine}".encode())])
-    own_b, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={mine}".encode())])
-    other, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={theirs}".encode())])
+    own_a, _ = await greeted([ORIGIN, (b"cookie", f"sessionid={mine}".encode())])
+    own_b, _ = await greeted([ORIGIN, (b"cookie", f"sessionid={mine}".encode())])
+    other, _ = await greeted([ORIGIN, (b"cookie", f"sessionid={theirs}".encode())])
     for communicator in (own_a, own_b, other):
         await subscribe(communicator, ["industry:steel"])
     cookie = {"Cookie": f"sessionid={mine}"}
@@ -367,16 +353,11 @@ async def test_preference_changes_reach_only_the_clients_own_connections(world):
 
 
 async def test_a_policy_edit_other_clients_do_not_feel_is_not_announced(world):
-    _, staff = await make_user("ops", staff=True)
-    communicator, _ = await open_ws()
-    async with make_client() as http:
-        response = await put_json(
-            http,
-            POLICIES,
-            {"policies": [{"user_type": "registered", "category": "directory", "debounce_ms": 9}]},
-            token_header(staff),
-        )
-        assert response.status_code == 200
+    communicator, _ = await greeted()
+    response = await put_policies_as_staff(
+        {"user_type": "registered", "category": "directory", "debounce_ms": 9}
+    )
+    assert response.status_code == 200
     assert await communicator.receive_nothing(timeout=0.5)
     await communicator.disconnect()
 
@@ -427,16 +408,9 @@ async def test_transports_the_policy_does_not_allow_are_refused(world):
 
 
 async def test_a_policy_that_stops_allowing_the_transport_closes_the_connection(world):
-    _, staff = await make_user("ops", staff=True)
-    communicator, _ = await open_ws()
-    async with make_client() as http:
-        response = await put_json(
-            http,
-            POLICIES,
-            {"policies": [{**ANONYMOUS_METRICS, "allowed_transports": ["sse"]}]},
-            token_header(staff),
-        )
-        assert response.status_code == 200
+    communicator, _ = await greeted()
+    response = await put_policies_as_staff({**ANONYMOUS_METRICS, "allowed_transports": ["sse"]})
+    assert response.status_code == 200
     message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
     assert message["policy"]["allowed_transports"] == ["sse"]
     output = await communicator.receive_output(timeout=5)
@@ -451,7 +425,7 @@ async def test_a_policy_that_stops_allowing_the_transport_closes_the_connection(
 
 
 async def test_clients_cannot_send_policy_messages(world):
-    communicator, _ = await open_ws()
+    communicator, _ = await greeted()
     for frame in (
         {"type": "policy", "policy": {"min_interval_ms": 0}},
         {"type": "policy_changed", "scope": "policy"},
@@ -463,7 +437,7 @@ async def test_clients_cannot_send_policy_messages(world):
 
 
 async def test_malformed_policy_changed_messages_are_harmless(world):
-    communicator, _ = await open_ws()
+    communicator, _ = await greeted()
     for payload in ({"scope": 5, "version": ["x"]}, {"scope": "policy", "version": 7}, {}):
         await control_send("policy_changed", payload)
     # An unknown scope is re-resolved from the database and confirmed; a policy scope
@@ -482,7 +456,7 @@ async def test_malformed_policy_changed_messages_are_harmless(world):
 async def test_the_policy_message_is_documented(world):
     session = await database_sync_to_async(anonymous_session)()
     await set_preferences(None, session, {"categories": {"directory": {"mode": "manual"}}})
-    communicator, _ = await open_ws([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
+    communicator, _ = await greeted([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
     await control_send("policy_changed", {"scope": "preferences"}, clients=[f"anon:{session}"])
     message = await receive_until(communicator, "policy")
     assert_same_shape(examples()["policy"], message)

@@ -6,13 +6,11 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 
 from preferences.models import Category
+from preferences.preference_reads import PreferenceSnapshot, QuietHours, quiet_hours_active
 from preferences.selectors import (
-    PreferenceSnapshot,
-    QuietHours,
     client_policy_combine,
     client_policy_resolve,
     context_category,
-    quiet_hours_active,
     refresh_policy_table,
     refresh_policy_table_load,
     transport_allowed,

@@ -34,6 +34,15 @@ async def receive_until(communicator, kind: str, timeout=5) -> dict:
         assert message["type"] == "heartbeat", message
 
 
+async def greeted(headers=None) -> tuple[WebsocketCommunicator, dict]:
+    """A WebSocket client past its `hello`, and that hello."""
+    communicator, connected, _ = await connect(headers=headers)
+    assert connected
+    hello = await receive(communicator)
+    assert hello["type"] == "hello"
+    return communicator, hello
+
+
 async def db(statement, params=None):
     return await database_sync_to_async(sql)(statement, params)
 
@@ -48,10 +57,7 @@ async def publish():
 
 @pytest.fixture
 async def client(world):
-    communicator, connected, _ = await connect()
-    assert connected
-    hello = await receive(communicator)
-    assert hello["type"] == "hello"
+    communicator, _ = await greeted()
     yield communicator
     await communicator.disconnect()
 

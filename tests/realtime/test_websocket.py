@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from changes.selectors import change_log_state
-from tests.realtime.conftest import ORIGIN, connect, db, publish, receive, receive_until
+from tests.realtime.conftest import ORIGIN, connect, db, greeted, publish, receive, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -20,9 +20,7 @@ async def subscribe(client, contexts, **extra):
 
 
 async def test_hello_first(world):
-    communicator, connected, _ = await connect()
-    assert connected
-    hello = await receive(communicator)
+    communicator, hello = await greeted()
     state = await database_sync_to_async(change_log_state)()
     assert hello["type"] == "hello"
     assert hello["epoch"] == state.epoch and hello["seq"] == state.head_seq
@@ -208,9 +206,7 @@ async def test_flood_is_rate_limited_then_closed_4429(client, settings):
 
 async def test_the_message_allowance_is_a_burst_that_refills(world, settings):
     settings.REALTIME_MESSAGE_RATE, settings.REALTIME_MESSAGE_WINDOW_S = 3, 1
-    client, connected, _ = await connect()  # its allowance is made with the settings above
-    assert connected
-    assert (await receive(client))["type"] == "hello"
+    client, _ = await greeted()  # its allowance is made with the settings above
     for n in range(3):
         await client.send_json_to({"type": "ping", "ref": n})
         assert (await receive_until(client, "pong"))["ref"] == n
@@ -285,9 +281,7 @@ async def test_anonymous_never_receives_a_hidden_company(client, world):
 
 
 async def test_another_client_keeps_receiving_while_one_misbehaves(client, world):
-    other, connected, _ = await connect()
-    assert connected
-    await receive(other)
+    other, _ = await greeted()
     await subscribe(other, ["industry:steel"])
     for _ in range(50):
         await client.send_to(text_data="garbage")
@@ -331,9 +325,7 @@ async def test_connections_are_tracked_and_exported(client, world):
 async def test_min_interval_policy_coalesces_instead_of_dropping(world, settings):
     settings.REALTIME_DEFAULT_POLICY = {**settings.REALTIME_DEFAULT_POLICY, "min_interval_ms": 400}
     await publish()
-    communicator, connected, _ = await connect()
-    assert connected
-    hello = await receive(communicator)
+    communicator, hello = await greeted()
     assert hello["policy"]["min_interval_ms"] == 400
     await subscribe(communicator, [f"company:{world['acme']}"])
     for name in ("First", "Second", "Third"):
@@ -352,9 +344,7 @@ async def test_min_interval_policy_coalesces_instead_of_dropping(world, settings
 async def test_a_pinging_client_that_falls_silent_is_closed_4408(world, settings):
     settings.REALTIME_HEARTBEAT_S = 0.2
     settings.REALTIME_CLIENT_TIMEOUT_S = 0.5
-    communicator, connected, _ = await connect()
-    assert connected
-    await receive(communicator)
+    communicator, _ = await greeted()
     await communicator.send_json_to({"type": "ping"})
     while True:
         output = await communicator.receive_output(timeout=5)
@@ -366,9 +356,7 @@ async def test_a_pinging_client_that_falls_silent_is_closed_4408(world, settings
 async def test_a_client_that_never_pings_is_not_closed(world, settings):
     settings.REALTIME_HEARTBEAT_S = 0.1
     settings.REALTIME_CLIENT_TIMEOUT_S = 0.2
-    communicator, connected, _ = await connect()
-    assert connected
-    await receive(communicator)
+    communicator, _ = await greeted()
     for _ in range(5):
         assert (await receive(communicator))["type"] == "heartbeat"
     await communicator.disconnect()
@@ -405,9 +393,7 @@ async def test_connections_per_address_are_limited(world, settings):
 async def test_system_messages_reach_every_connection_even_paused(client, world):
     from realtime.broadcast import system_message_send
 
-    other, connected, _ = await connect()
-    assert connected
-    await receive(other)
+    other, _ = await greeted()
     await other.send_json_to({"type": "pause"})
     await receive_until(other, "subscribed")
     notification = {

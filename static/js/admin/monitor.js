@@ -5,6 +5,7 @@
 // No build step, no CDN: uPlot is vendored under static/vendor/uplot/.
 
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
+import { parseMessage } from "../transport.js";
 
 const root = document.getElementById("monitor");
 const LIVE_POINTS = 150; // 5 minutes at one snapshot every 2 s
@@ -159,12 +160,8 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}${root.dataset.wsPath}`);
   socket.addEventListener("message", (event) => {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
+    const message = parseMessage(event.data);
+    if (message === undefined) return;
     if (message.type === "hello") {
       socket.send(JSON.stringify({ type: "subscribe", contexts: ["monitor"], ref: "monitor" }));
     } else if (message.type === "subscribed") {

@@ -8,7 +8,7 @@ import { COMPANY_ENTITIES, companyContext, companyLoad } from "../company-data.j
 import { EMPTY, clock, decimal, integer } from "../format.js";
 import { getJson } from "../http.js";
 import { announce, flash } from "../motion.js";
-import { KeyedTable } from "../table.js";
+import { KeyedTable, integerColumn } from "../table.js";
 
 const companyId = document.body.dataset.company;
 let industry = document.body.dataset.industry;
@@ -34,10 +34,10 @@ const emissionsTable = new KeyedTable(document.querySelector('[data-table="emiss
   rowAttributes: (row) => ({ "data-year": row.year }),
   columns: [
     { field: "year" },
-    { field: "scope1_tonnes", numeric: true, format: integer },
-    { field: "scope2_tonnes", numeric: true, format: integer },
-    { field: "scope3_tonnes", numeric: true, format: integer },
-    { field: "total_tonnes", numeric: true, format: integer },
+    integerColumn("scope1_tonnes"),
+    integerColumn("scope2_tonnes"),
+    integerColumn("scope3_tonnes"),
+    integerColumn("total_tonnes"),
     { field: "verification_status" },
     { field: "source" },
   ],

@@ -3,10 +3,9 @@
 // and `company:<id>` of the rows on screen (their emission totals).
 
 import { App } from "../app.js";
-import { integer } from "../format.js";
 import { getJson } from "../http.js";
 import { announce } from "../motion.js";
-import { KeyedTable } from "../table.js";
+import { KeyedTable, integerColumn } from "../table.js";
 
 // 25 rows: the page's company contexts plus `companies` stay well under the 50
 // subscriptions a connection may hold.
@@ -89,7 +88,7 @@ const table = new KeyedTable(document.querySelector('[data-table="directory"]'),
     { field: "verification_status" },
     { field: "data_quality_score", numeric: true },
     { field: "latest_year", className: "num" },
-    { field: "latest_total_tonnes", numeric: true, format: integer },
+    integerColumn("latest_total_tonnes"),
   ],
 });
 

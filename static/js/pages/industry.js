@@ -7,7 +7,7 @@ import { Chart } from "../charts.js";
 import { EMPTY, integer } from "../format.js";
 import { getJson } from "../http.js";
 import { flash } from "../motion.js";
-import { KeyedTable } from "../table.js";
+import { KeyedTable, integerColumn } from "../table.js";
 
 const slug = document.body.dataset.industry;
 const context = `industry:${slug}`;
@@ -40,18 +40,18 @@ const membersTable = new KeyedTable(document.querySelector('[data-table="members
     { field: "country" },
     { field: "verification_status" },
     { field: "latest_year", className: "num" },
-    { field: "latest_total_tonnes", numeric: true, format: integer },
+    integerColumn("latest_total_tonnes"),
   ],
 });
 const benchmarkTable = new KeyedTable(document.querySelector('[data-table="benchmarks"]'), {
   key: (row) => row.id,
   columns: [
     { field: "year" },
-    { field: "p25", numeric: true, format: integer },
-    { field: "median", numeric: true, format: integer },
-    { field: "p75", numeric: true, format: integer },
-    { field: "mean", numeric: true, format: integer },
-    { field: "company_count", numeric: true, format: integer },
+    integerColumn("p25"),
+    integerColumn("median"),
+    integerColumn("p75"),
+    integerColumn("mean"),
+    integerColumn("company_count"),
   ],
 });
 const chart = new Chart(document.querySelector('[data-chart="benchmarks"]'), {

@@ -10,7 +10,7 @@ import { clock, integer, percent } from "../format.js";
 import { getJson } from "../http.js";
 import { announce, flash } from "../motion.js";
 import { CompanyNames } from "../names.js";
-import { KeyedTable } from "../table.js";
+import { KeyedTable, integerColumn } from "../table.js";
 
 const TOP = 10;
 const NEWEST = 5;
@@ -62,8 +62,8 @@ const industriesTable = new KeyedTable(document.querySelector('[data-table="indu
   columns: [
     { field: "name", href: (row) => `/industries/${row.slug}/` },
     { field: "sector" },
-    { field: "companies", numeric: true, format: integer },
-    { field: "total", numeric: true, format: integer },
+    integerColumn("companies"),
+    integerColumn("total"),
   ],
 });
 const industriesChart = new Chart(document.querySelector('[data-chart="industries"]'), {
@@ -79,7 +79,7 @@ const topTable = new KeyedTable(document.querySelector('[data-table="top-emitter
     { field: "rank", className: "num" },
     { field: "name", value: (row) => row.company.name, href: (row) => companyHref(row.company_id) },
     { field: "country", value: (row) => row.company.country },
-    { field: "total_tonnes", numeric: true, format: integer },
+    integerColumn("total_tonnes"),
   ],
 });
 
@@ -89,7 +89,7 @@ const moversTable = new KeyedTable(document.querySelector('[data-table="movers"]
   columns: [
     { field: "name", value: (row) => names.name(row.companyId) || "…", href: (row) => companyHref(row.companyId) },
     { field: "move", numeric: true, format: percent },
-    { field: "total", numeric: true, format: integer },
+    integerColumn("total"),
   ],
 });
 
