@@ -34,6 +34,7 @@ from notifications.signals import notifications_created
 
 logger = logging.getLogger(__name__)
 
+
 def notifications_send_after_commit(deliveries: list[Delivery]) -> None:
     """Announce them once the current transaction commits (notifications/signals.py). A
     failure to send (Redis away) is logged: the notification exists, polls carry it and

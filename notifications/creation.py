@@ -41,6 +41,7 @@ from notifications.services import notification_ttl
 
 logger = logging.getLogger(__name__)
 
+
 def _title(text: str) -> str:
     return text if len(text) <= TITLE_MAX_LENGTH else text[: TITLE_MAX_LENGTH - 1] + "…"
 
