@@ -38,14 +38,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import os
-import sys
 import time
 from array import array
 from collections import Counter
 
-from bench.loadclients import nofile_raise
+from bench.loadclients import answer, nofile_raise, stdin_lines
 
 BUCKET_US = 100
 LAG_TICK_S = 0.005
@@ -287,17 +285,8 @@ class Clients:
 async def serve(args: argparse.Namespace) -> None:
     clients = Clients(args.port, args.path)
     watcher = asyncio.create_task(clients.watch_loop())
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    def answer(body: dict) -> None:
-        sys.stdout.write(json.dumps(body) + "\n")
-        sys.stdout.flush()
-
     try:
-        while True:
-            line = (await reader.readline()).decode().strip()
+        async for line in stdin_lines():
             command, _, rest = line.partition(" ")
             if not line or command == "close":
                 answer({"closed": clients.close()})

@@ -25,32 +25,46 @@ change log (bench/loadgen.py). CPU of every process is read from /proc over the 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import bench_database_ready, result_write, verdict
-from bench.harness import (
+from bench.common import bench_database_ready, verdict
+from bench.harness.cell import cell_line
+from bench.harness.fleet import Fleet
+from bench.harness.processes import stop_on_sigterm
+from bench.harness.scenario import (
+    Rig,
+    ints,
+    logs_directory,
+    results_write,
+    scenario_parser,
+    stack_teardown,
+    uvicorn_required,
+    workload_arguments,
+    workload_figures,
+    workload_of,
+)
+from bench.harness.stack import (
     PRODUCT_SERVER,
     SERVERS,
-    Fleet,
     Stack,
-    Workload,
-    Writer,
     active_connections_tidy,
-    cell_line,
-    fmt_ms,
-    loadgens_for,
-    loadgens_more,
-    measure,
-    record_pool,
-    stop_on_sigterm,
-    uvicorn_missing,
     vacuum_churned,
 )
+from bench.harness.tables import (
+    CELL_COLUMNS,
+    CPU_HEADER,
+    by_kind_text,
+    cell_columns,
+    cpu_cell,
+    fmt_ms,
+    loadgen_note,
+    mb,
+    measured_by,
+    table_head,
+    table_row,
+)
+from bench.harness.writer import Workload, Writer
 
 TARGET_P50_MS = 40.0
 TARGET_P99_MS = 150.0
@@ -75,47 +89,30 @@ def run_server(
         connect_s = 0.0
         for clients in sorted(grid_clients(server, args)):
             added = clients - fleet.clients
-            processes = loadgens_for(added) if not fleet.processes else loadgens_more(added)
-            ready = fleet.add(workload.plan(added), processes, ready_timeout=60 + added / 15)
+            ready = fleet.connect(workload.plan(added))
             connect_s += ready["connect_s"]
             print(
                 f"{server}: {clients} clients ({ready['connected']}/{added} more connected"
                 f" in {ready['connect_s']} s)",
                 flush=True,
             )
-            for rate in args.rates:
-                started = time.monotonic()
-                cell = measure(
-                    stack,
-                    fleet,
-                    writer,
-                    rate=rate,
-                    warmup=args.warmup,
-                    seconds=args.seconds,
-                    pick=workload.pick,
-                    label=f"{server}-{clients}-{rate}",
-                )
+            label = f"{server}-{clients}"
+            for cell in Rig(stack, fleet, writer, workload, args).at_rates(label=label):
                 cell.update(
                     server=server,
                     clients=clients,
                     connected=cell["open"],
                     connect_s=round(connect_s, 1),
-                    loadgens=len(fleet.processes),
-                    cell_s=round(time.monotonic() - started, 1),
                 )
                 print(cell_line(cell), flush=True)
+
                 cells.append(cell)
     except Exception as exc:
         # A server that stopped answering should not cost the figures already taken.
         print(f"{server}: failed: {exc!r}", flush=True)
         errors.append({"server": server, "clients": fleet.clients, "error": repr(exc)})
     finally:
-        if writer is not None:
-            writer.close()
-        # The server first: it closes every connection with 4503 at once, which is much
-        # quicker than thousands of clients closing one by one.
-        stack.stop()
-        fleet.stop()
+        stack_teardown(writer, stack, fleet)
     return cells
 
 
@@ -133,14 +130,11 @@ def _lag(publisher: dict) -> str:
 
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
-    m = data["machine"]
     cells = data["cells"]
     lines = [
         "## Commit to client (WebSocket)",
         "",
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
-        f" (`python -m bench.latency{' --quick' if data['mode'] == 'quick' else ''}`, "
-        f"{data['duration_s'] / 60:.1f} min): one web server process and `run_publisher` on the"
+        f"{measured_by(data, 'latency')}: one web server process and `run_publisher` on the"
         " 100,000-company bench database, the clients in"
         f" {'/'.join(str(n) for n in sorted({c['loadgens'] for c in cells}))} load generator"
         " processes on the same machine, 60% of them on 100 companies, 30% on 10 industries,"
@@ -213,48 +207,33 @@ def report_section(data: dict) -> list[str]:
         " measured window (machine total 2.0; *others* is what the machine spent outside the"
         " stack, the load generators and the writer).",
         "",
-        "| server | clients | changes/s | p50 ms | p95 ms | p99 ms | max ms | to published"
-        " p50 / p99 ms | deliveries/s | items/s | items delivered | lost | dup | gaps |"
-        " caught up s |"
-        " publisher lag max / end | web RSS | CPU web / publisher / loadgens (max one) /"
-        " postgres / others / machine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        " ---: | ---: | ---: | ---: | ---: | --- |",
+        *table_head("server", *CELL_COLUMNS, "publisher lag max / end", "web RSS", CPU_HEADER),
     ]
+
     for c in cells:
-        cpu = c["cpu_cores"]
-        st = c.get("stages") or {}
-        pub = c["publisher"]
         lines.append(
-            f"| {c['server']} | {c['clients']:,} | {c['rate']} | {fmt_ms(c['p50_ms'])} |"
-            f" {fmt_ms(c['p95_ms'])} | {fmt_ms(c['p99_ms'])} | {fmt_ms(c['max_ms'])} |"
-            f" {fmt_ms(st.get('to_published_p50_ms'))} / {fmt_ms(st.get('to_published_p99_ms'))} |"
-            f" {c['deliveries_per_s']:,} | {c['items_per_s']:,} | {c['items_received']:,} |"
-            f" {c['lost']} | {c['duplicates']} | {c['gaps']} | {c['drain_s']} |"
-            f" {_lag(pub)} | {c['web_rss_kb'] / 1024:.0f} MB |"
-            f" {cpu['web']} / {cpu['publisher']} / {cpu['loadgens']} ({cpu['loadgen_max']}) /"
-            f" {cpu['postgres']} / {cpu.get('others', '-')} / {cpu['machine']} |"
+            table_row(
+                c["server"],
+                cell_columns(c),
+                _lag(c["publisher"]),
+                mb(c["web_rss_kb"]),
+                cpu_cell(c["cpu_cores"]),
+            )
         )
     lines += ["", *latency_notes(data), ""]
     return lines
 
 
 def latency_notes(data: dict) -> list[str]:
-    """What the figures say beyond the tables, derived from them."""
+    """What the WebSocket figures say beyond the tables: whether the load generators or
+    other work held the server back, latency by context kind, collector pauses, failures."""
+
     cells = data["cells"]
     notes = []
     if cells:
-        busiest = max(cells, key=lambda c: c["cpu_cores"]["loadgen_max"])
-        lag = max(cells, key=lambda c: c["loadgen_loop_lag_ms"]["p99"] or 0)
         notes.append(
-            "- The load generators were checked against being the bottleneck: the busiest one"
-            f" used {busiest['cpu_cores']['loadgen_max']} of a core"
-            f" ({busiest['server']}, {busiest['clients']:,} clients, {busiest['rate']}/s), and"
-            " each samples how late its event loop runs a 5 ms tick: at worst p99"
-            f" {lag['loadgen_loop_lag_ms']['p99']:.0f} ms, max"
-            f" {lag['loadgen_loop_lag_ms']['max']:.0f} ms ({lag['server']},"
-            f" {lag['clients']:,} clients, {lag['rate']}/s). Those delays are part of the"
-            " measured latency; on two cores the generators also take CPU the server could"
+            loadgen_note(cells, lambda c: c["server"])
+            + "; on two cores the generators also take CPU the server could"
             " have used (see the CPU column)."
         )
         others = max(c["cpu_cores"].get("others", 0) for c in cells)
@@ -274,11 +253,7 @@ def latency_notes(data: dict) -> list[str]:
             None,
         )
         if cell and cell.get("by_kind"):
-            kinds = ", ".join(
-                f"{kind} p50 {fmt_ms(k['p50_ms'])} / p99 {fmt_ms(k['p99_ms'])} ms"
-                for kind, k in cell["by_kind"].items()
-            )
-            notes.append(f"- {server}, 2,000 clients at 200/s, by context: {kinds}.")
+            notes.append(f"- {server}, 2,000 clients at 200/s, by context: {by_kind_text(cell)}.")
     traced = [c for c in cells if c.get("web_gc")]
     if traced:
         worst = max(traced, key=lambda c: c["web_gc"]["full_max_ms"])
@@ -298,10 +273,6 @@ def latency_notes(data: dict) -> list[str]:
 # -- main -------------------------------------------------------------------------------------
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
-
-
 def grid_clients(server: str, args: argparse.Namespace) -> list[int]:
     """The client counts a server runs: the whole grid for the product's server; for the
     comparison, the target's 2,000 (which keeps `make bench` within its 15 minutes)."""
@@ -311,13 +282,12 @@ def grid_clients(server: str, args: argparse.Namespace) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="N 200, 1,000 at 50, 200/s, uvicorn")
+    parser = scenario_parser(__doc__, quick="N 200, 1,000 at 50, 200/s, uvicorn")
     parser.add_argument(
         "--full-comparison", action="store_true", help="daphne over the whole grid too"
     )
-    parser.add_argument("--clients", type=_ints, help="comma list (default 1000,2000,5000)")
-    parser.add_argument("--rates", type=_ints, help="changes/s, comma list (default 50,200,500)")
+    parser.add_argument("--clients", type=ints, help="comma list (default 1000,2000,5000)")
+    parser.add_argument("--rates", type=ints, help="changes/s, comma list (default 50,200,500)")
     parser.add_argument("--seconds", type=float, help="measured per cell (default 8, quick 6)")
     parser.add_argument("--warmup", type=float, help="seconds before each cell (default 2)")
     parser.add_argument(
@@ -326,10 +296,7 @@ def main() -> None:
         choices=SERVERS,
         help="repeatable (default uvicorn and daphne, quick uvicorn)",
     )
-    parser.add_argument("--companies", type=int, default=100_000)
-    parser.add_argument("--major-share", type=float, default=0.1)
-    parser.add_argument("--followed-share", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=7)
+    workload_arguments(parser)
     parser.add_argument("--loadgen-timeout", type=float, default=1800)
     parser.add_argument(
         "--gc-trace", action="store_true", help="log the web server's garbage collections"
@@ -341,51 +308,29 @@ def main() -> None:
     args.seconds = args.seconds or (6.0 if quick else 8.0)
     args.warmup = args.warmup or 2.0
     servers = args.server or ([PRODUCT_SERVER] if quick else list(SERVERS))
-    if "uvicorn" in servers and uvicorn_missing():
-        sys.exit("uvicorn is not installed: pip install 'uvicorn[standard]>=0.30,<1'")
+    uvicorn_required(servers)
 
     stop_on_sigterm()
     started = time.monotonic()
     database_url = bench_database_ready(companies=args.companies)
-    workload = Workload(
-        record_pool(database_url, args.seed),
-        seed=args.seed,
-        major_share=args.major_share,
-        followed_share=args.followed_share,
-    )
+    workload = workload_of(database_url, args)
     cells: list[dict] = []
     errors: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
-        workdir = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with logs_directory("latency") as logs:
         for server in servers:
-            cells += run_server(server, database_url, workload, args, workdir, errors)
-    statement = (
-        round(statistics.median(c["writer"]["statement_p50_ms"] for c in cells), 2)
-        if cells
-        else None
-    )
+            cells += run_server(server, database_url, workload, args, logs, errors)
+
     data = {
-        "mode": "quick" if quick else "full",
         "servers": servers,
         "grid": {"clients": args.clients, "rates": args.rates},
         "warmup_s": args.warmup,
         "seconds_s": args.seconds,
-        "statement_p50_ms": statement,
-        "mix": {
-            "companies": 0.6,
-            "industries": 0.3,
-            "overview": 0.1,
-            "major_share": args.major_share,
-            "followed_share": args.followed_share,
-        },
-        "duration_s": round(time.monotonic() - started, 1),
+        **workload_figures(args, cells),
         "cells": cells,
         "errors": errors,
         "notes": [],
     }
-    path = result_write("latency", data)
-    print(f"wrote {path} in {data['duration_s']:.0f} s")
+    results_write("latency", data, quick=args.quick, started=started)
 
 
 if __name__ == "__main__":

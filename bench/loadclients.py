@@ -23,7 +23,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -159,19 +159,29 @@ class Connections:
         return count
 
 
-async def serve(args: argparse.Namespace) -> None:
-    connections = Connections(args.transport, args.base, args.contexts.split(","), args.offset)
+async def stdin_lines() -> AsyncIterator[str]:
+    """The driving process's commands, one a line on stdin; an empty line at the end of
+    input (the parent closed it or died), after which there are no more."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        yield line
+        if not line:
+            return
 
-    def answer(body: dict) -> None:
-        sys.stdout.write(json.dumps(body) + "\n")
-        sys.stdout.flush()
 
+def answer(body: dict) -> None:
+    """Answer the driving process: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(body) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    connections = Connections(args.transport, args.base, args.contexts.split(","), args.offset)
     try:
-        while True:
-            line = (await reader.readline()).decode().strip()
+        async for line in stdin_lines():
             if not line or line == "close":
                 answer({"closed": await connections.close()})
                 return

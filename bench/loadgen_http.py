@@ -6,7 +6,7 @@ then `drain`, `report`, `stop` on stdin; see there), run by bench/transports.py:
     python -m bench.loadgen_http --transport sse --url http://127.0.0.1:8000 \\
         --plan clients.json --database-url postgres://... --control
 
-`--url` is the server's base URL. What is recorded and checked is bench/loadgen.py's own
+`--url` is the server's base URL. What is recorded and checked is bench/loadgen_clients.py's own
 code, reused unchanged: its `Client.read` takes one protocol message at a time from
 `client.ws.recv()`, so each client here gets an object with that one method, which speaks
 HTTP underneath (httpx, one connection per client, as one browser tab each):
@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import sys
 import time
 from array import array
 from collections import Counter, deque
@@ -47,13 +45,8 @@ import psycopg
 from websockets.exceptions import ConnectionClosed
 
 from bench import loadgen
-from bench.loadgen import (
-    Client,
-    LoadGen,
-    Stream,
-    nofile_raise,
-    plan_from,
-)
+from bench.loadgen_clients import Client, Stream
+from bench.loadgen_group import LoadGen
 
 TRANSPORTS = ("sse", "longpoll")
 SSE_PATH = "/api/stream/dashboard"
@@ -137,7 +130,7 @@ class EventReader:
 
 
 class SseSocket:
-    """One client's event stream, read like a WebSocket by loadgen.Client.read."""
+    """One client's event stream, read like a WebSocket by loadgen_clients.Client.read."""
 
     def __init__(self, http: httpx.AsyncClient, url: str, contexts: list[str]):
         self.http = http
@@ -231,7 +224,7 @@ class PollStats:
 
 
 class PollSocket:
-    """One client's long-poll loop, read like a WebSocket by loadgen.Client.read."""
+    """One client's long-poll loop, read like a WebSocket by loadgen_clients.Client.read."""
 
     def __init__(
         self,
@@ -328,7 +321,7 @@ class PollSocket:
 
 
 class HttpClient(Client):
-    """loadgen.Client whose `ws` is an SseSocket or a PollSocket."""
+    """loadgen_clients.Client whose `ws` is an SseSocket or a PollSocket."""
 
     __slots__ = ("address", "gen")
 
@@ -374,7 +367,7 @@ class HttpClient(Client):
 
 
 class HttpLoadGen(LoadGen):
-    """loadgen.LoadGen with HTTP clients; reports add the long polls and SSE reopens."""
+    """loadgen_group.LoadGen with HTTP clients; reports add the long polls and SSE reopens."""
 
     def __init__(self, args: argparse.Namespace, plan: list[list[str]]):
         super().__init__(args, plan)
@@ -399,11 +392,6 @@ class HttpLoadGen(LoadGen):
         return out
 
 
-async def run(args: argparse.Namespace, plan: list[list[str]]) -> int:
-    """bench.loadgen.run with HttpLoadGen."""
-    return await loadgen.run(args, plan, gen_class=HttpLoadGen)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transport", required=True, choices=TRANSPORTS)
@@ -414,25 +402,7 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=POLL_WAIT_S, help="long poll `wait`, s")
     args = parser.parse_args()
     args.compression = None  # LoadGen.open_all passes it on; HTTP has none here
-    if not args.database_url:
-        sys.exit("--database-url (or DATABASE_URL) is needed for the loss check")
-    plan = plan_from(args)
-    nofile_raise()
-
-    def give_up() -> None:
-        sys.stderr.write(f"loadgen_http {os.getpid()}: --timeout {args.timeout} s reached\n")
-        sys.stderr.flush()
-        os._exit(3)
-
-    async def bounded() -> int:
-        asyncio.get_running_loop().call_later(args.timeout, give_up)
-        return await run(args, plan)
-
-    try:
-        import uvloop
-    except ImportError:
-        sys.exit(asyncio.run(bounded()))
-    sys.exit(uvloop.run(bounded()))
+    loadgen.run_bounded(args, HttpLoadGen, name="loadgen_http")
 
 
 if __name__ == "__main__":

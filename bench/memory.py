@@ -34,8 +34,8 @@ from typing import IO, Any
 
 import psycopg
 
-from bench.common import REPO, bench_database_ready, result_write, verdict
-from bench.loadclients import OPENING_CONCURRENCY as OPENING
+from bench.common import REPO, bench_database_ready, result_write
+from bench.harness.processes import free_port
 
 TARGET_KB = 35.0
 STEPS = (0, 1_000, 5_000)
@@ -71,12 +71,6 @@ def serve(port: int) -> None:
 
     sys.argv = ["config.serve", "--host", "127.0.0.1", "--port", str(port)]
     web_server.main()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -325,80 +319,10 @@ def slopes(readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-# -- the report ------------------------------------------------------------------------
-
-
-def _marginal(data: dict[str, Any], transport: str) -> dict[str, Any] | None:
+def marginal_slope(data: dict[str, Any], transport: str) -> dict[str, Any] | None:
     """The last step's slope: connections beyond the first batch, one-time costs paid."""
     run = data.get(transport)
     return run["slopes"][-1] if run and run["slopes"] else None
-
-
-def report_section(data: dict) -> list[str]:
-    """This scenario's part of docs/benchmarks.md."""
-    m = data["machine"]
-    lines = [
-        "## Memory per idle connection",
-        "",
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
-        f" (`python -m bench.memory{' --quick' if data['quick'] else ''}`; one uvicorn process"
-        " per transport, started fresh; two client processes open idle connections in steps"
-        f" of {', '.join(f'{s:,}' for s in data['steps'])}, each subscribed to one of"
-        f" {CONTEXT_COMPANIES} company contexts; the server's VmRSS after it settled and a"
-        " full garbage collection; 1-minute load average"
-        f" {data.get('load_average_before', [0])[0]:.2f} at the start).",
-        "",
-        "| figure | target | measured | |",
-        "| --- | --- | --- | --- |",
-    ]
-    names = {"ws": "WebSocket", "sse": "SSE stream"}
-    for transport, name in names.items():
-        run = data.get(transport)
-        if not run:
-            continue
-        lines.append(
-            f"| uvicorn process, no connection ({name} run) | | "
-            f"{run['base_rss_kb'] / 1024:.0f} MB | |"
-        )
-        for index, slope in enumerate(run["slopes"]):
-            last = index == len(run["slopes"]) - 1
-            target = f"under {TARGET_KB:.0f} KB" if transport == "ws" and last else ""
-            mark = verdict(slope["rss_kb_per_connection"] < TARGET_KB) if target else ""
-            anon = slope["anon_kb_per_connection"]
-            # Anonymous memory differs from RSS only if mapped files grew (new code paged in).
-            anon_note = (
-                f" ({anon:.1f} KB anonymous)"
-                if abs(anon - slope["rss_kb_per_connection"]) >= 0.5
-                else ""
-            )
-            lines.append(
-                f"| memory per idle {name} connection, {slope['from']:,} to {slope['to']:,}"
-                f" connections | {target} | {slope['rss_kb_per_connection']:.1f} KB{anon_note}"
-                f" | {mark} |"
-            )
-        top = run["steps"][-1]
-        previous = run["steps"][-2] if len(run["steps"]) > 1 else None
-        if previous and top["open_s"] > 0:
-            added = top["connections"] - previous["connections"]
-            lines.append(
-                f"| opening {added:,} {name} connections (handshake, hello, subscribe), two"
-                f" clients, {OPENING} in flight each | | {top['open_s']:.0f} s"
-                f" ({added / top['open_s']:,.0f} per second) | |"
-            )
-        if top.get("failed"):
-            lines.append(
-                f"| {name} connections that failed to open | none | {top['failed']} |"
-                f" {verdict(False)} |"
-            )
-    lines += [
-        "",
-        "The first step also pays one-time costs (the hub's group memberships for the 100"
-        " contexts, thread pool, lazily imported code), so the verdict is on the last step."
-        " Each idle connection still gets a heartbeat every 20 to 25 s (WebSocket) or 12 to"
-        " 15 s (SSE), each read from the database.",
-        "",
-    ]
-    return lines
 
 
 def main() -> None:
@@ -438,7 +362,7 @@ def main() -> None:
     }
     for transport in args.transport or ["ws", "sse"]:
         data[transport] = transport_run(transport, url, contexts, steps, logs, args.quick)
-    marginal = _marginal(data, "ws")
+    marginal = marginal_slope(data, "ws")
     data["meets"] = bool(marginal) and marginal["rss_kb_per_connection"] < TARGET_KB
     data["elapsed_s"] = round(time.monotonic() - started, 1)
     path = result_write("memory", data)

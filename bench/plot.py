@@ -25,6 +25,14 @@ def _pyplot():
     return plt
 
 
+def _labelled(axes, *, x: str, y: str, title: str) -> None:
+    """Name a plot's axes and title it, with a small legend."""
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    axes.set_title(title)
+    axes.legend(fontsize=7)
+
+
 def main() -> None:
     growth_plot()
     churn_plot()
@@ -51,10 +59,12 @@ def growth_plot() -> None:
                 label=f"p99, {rate}/s",
             )
         left.axhline(150, color="grey", linewidth=0.8)
-        left.set_xlabel("WebSocket clients (one uvicorn process)")
-        left.set_ylabel("commit to client, ms")
-        left.set_title("Latency")
-        left.legend(fontsize=7)
+        _labelled(
+            left,
+            x="WebSocket clients (one uvicorn process)",
+            y="commit to client, ms",
+            title="Latency",
+        )
     if memory:
         for transport in ("ws", "sse"):
             steps = memory.get(transport, {}).get("steps", [])
@@ -65,10 +75,7 @@ def growth_plot() -> None:
                     marker="o",
                     label="WebSocket" if transport == "ws" else "SSE",
                 )
-        right.set_xlabel("idle connections")
-        right.set_ylabel("uvicorn RSS, MB")
-        right.set_title("Memory")
-        right.legend(fontsize=7)
+        _labelled(right, x="idle connections", y="uvicorn RSS, MB", title="Memory")
     figure.tight_layout()
     figure.savefig(PLOT, dpi=110)
     print(f"wrote {PLOT}")
@@ -102,10 +109,12 @@ def churn_plot() -> None:
             color="grey",
             label=f"fit after warm-up: {slope:+.2f} MB/h",
         )
-    left.set_xlabel(f"period ({churn['period_s']:.0f} s each)")
-    left.set_ylabel("web process RSS, MB")
-    left.set_title(f"Memory, {churn['share']:.0%} of {churn['clients']:,} clients churning")
-    left.legend(fontsize=7)
+    _labelled(
+        left,
+        x=f"period ({churn['period_s']:.0f} s each)",
+        y="web process RSS, MB",
+        title=f"Memory, {churn['share']:.0%} of {churn['clients']:,} clients churning",
+    )
     series = (
         ("sockets", "open sockets", "o"),
         ("sessions", "sessions (/metrics)", "x"),
@@ -118,10 +127,12 @@ def churn_plot() -> None:
             right.plot(minutes, values, marker=marker, label=label, linestyle="-", alpha=0.8)
     right.axhline(churn["clients"], color="grey", linewidth=0.8, label="clients")
     right.yaxis.get_major_locator().set_params(integer=True)
-    right.set_xlabel(f"period ({churn['period_s']:.0f} s each)")
-    right.set_ylabel("count, web process")
-    right.set_title("Connections as each side counts them")
-    right.legend(fontsize=7)
+    _labelled(
+        right,
+        x=f"period ({churn['period_s']:.0f} s each)",
+        y="count, web process",
+        title="Connections as each side counts them",
+    )
     figure.tight_layout()
     figure.savefig(CHURN_PLOT, dpi=110)
     print(f"wrote {CHURN_PLOT}")

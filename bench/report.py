@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 from bench.common import REPO, RESULTS
 
@@ -30,6 +32,13 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _section_module(name: str) -> ModuleType:
+    """The module that renders a scenario's section: `bench.<name>_report` where the
+    scenario's report has a module of its own, else the scenario's."""
+    report = f"bench.{name}_report"
+    return importlib.import_module(report if importlib.util.find_spec(report) else f"bench.{name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -45,7 +54,7 @@ def main() -> None:
     for name in SCENARIOS:
         data = _load(name)
         if data:
-            lines += importlib.import_module(f"bench.{name}").report_section(data)
+            lines += _section_module(name).report_section(data)
     if (REPO / "docs" / "benchmarks-growth.png").exists():
         lines += [
             "## Growth",

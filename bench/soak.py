@@ -3,7 +3,7 @@ process's connections as the server, the kernel and the database each count them
 
 bench/soak_loss.py and bench/soak_churn.py run the Procfile's web, publisher, Celery worker
 and beat (not flower, not the simulator) with the commands the Procfile gives them, where
-the other scenarios run only the web server and the publisher (bench/harness.py's Stack,
+the other scenarios run only the web server and the publisher (bench/harness/stack.py's Stack,
 which this extends).
 """
 
@@ -24,7 +24,8 @@ from pathlib import Path
 import psycopg
 
 from bench.common import manage, server_url
-from bench.harness import Stack, procfile_entries
+from bench.harness.processes import procfile_entries
+from bench.harness.stack import Stack
 
 # The processes of `make run` that the soaks start: everything but flower (a monitoring
 # UI) and the simulator (it would write changes of its own, at its own rate).
@@ -227,3 +228,22 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
         return None
     slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
     return slope * 3600
+
+
+def loss_figures(cell: dict) -> dict:
+    """A soak's loss check from a merged report: in the soaks' words, a gap is a change
+    `missing` and a duplicate one `duplicated`."""
+    return {
+        "items_expected": cell["items_expected"],
+        "items_received": cell["items_received"],
+        "coalesced": cell["coalesced"],
+        "lost": cell["lost"],
+        "missing": cell["gaps"],
+        "duplicated": cell["duplicates"],
+        "unexpected": cell["unexpected"],
+        "resets": cell["resets"],
+        "errors": cell["errors"],
+        "lost_by_context": cell["lost_by_context"],
+        "p50_ms": cell["p50_ms"],
+        "p99_ms": cell["p99_ms"],
+    }

@@ -2,7 +2,7 @@
 back every minute, at 50 changes/s, on the whole `make run` process set.
 
 The Procfile's web, publisher, Celery worker and beat run on the bench database
-(bench/soak.py); the clients (bench/loadgen.py, the 60/30/10 mix of bench/harness.py's
+(bench/soak.py); the clients (bench/loadgen.py, the 60/30/10 mix of bench/harness/writer.py's
 Workload) connect, and latency's stamped writer commits at the rate for the whole soak. At the start
 of every minute each load generator aborts 10% of its clients at once: SO_LINGER 0 and
 close, so the server sees a TCP reset and never a close frame, as when a network drops.
@@ -24,32 +24,33 @@ warm-up, per hour.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench.common import REPO, bench_database_ready, result_write, verdict
-from bench.harness import (
-    Fleet,
-    Workload,
-    Writer,
-    active_connections_tidy,
-    loadgens_for,
-    record_pool,
-    reports_merge,
-    stop_on_sigterm,
-    vacuum_churned,
+from bench.common import REPO, bench_database_ready, verdict
+from bench.harness.cell import reports_merge
+from bench.harness.fleet import Fleet
+from bench.harness.processes import stop_on_sigterm
+from bench.harness.scenario import (
+    logs_directory,
+    results_write,
+    scenario_parser,
+    stack_teardown,
+    workload_arguments,
+    workload_of,
 )
+from bench.harness.stack import active_connections_tidy, vacuum_churned
+from bench.harness.tables import fmt_count, measured_on
+from bench.harness.writer import Workload, Writer
 from bench.soak import (
     SOAK_PROCESSES,
     ProcfileStack,
     connection_rows,
     established_on_port,
+    loss_figures,
     metrics_read,
     port_clients,
     slope_per_hour,
@@ -102,18 +103,7 @@ def loss_window(fleet: Fleet, stack: ProcfileStack, window: dict, drain_s: float
         "behind": drained["behind"],
         "open": merged["open"],
         "closed_by_server": merged["closed_by_server"],
-        "items_expected": merged["items_expected"],
-        "items_received": merged["items_received"],
-        "coalesced": merged["coalesced"],
-        "lost": merged["lost"],
-        "missing": merged["gaps"],
-        "duplicated": merged["duplicates"],
-        "unexpected": merged["unexpected"],
-        "resets": merged["resets"],
-        "errors": merged["errors"],
-        "lost_by_context": merged["lost_by_context"],
-        "p50_ms": merged["p50_ms"],
-        "p99_ms": merged["p99_ms"],
+        **loss_figures(merged),
     }
 
 
@@ -132,11 +122,7 @@ def soak(args, database_url: str, workload: Workload, workdir: Path) -> dict:
     try:
         stack.start()
         out["celery_ready_s"] = stack.celery_ready_s
-        ready = fleet.add(
-            workload.plan(args.clients),
-            loadgens_for(args.clients),
-            ready_timeout=60 + args.clients / 15,
-        )
+        ready = fleet.connect(workload.plan(args.clients))
         out["connected"], out["connect_s"] = ready["connected"], ready["connect_s"]
         print(f"{ready['connected']}/{args.clients} connected in {ready['connect_s']} s")
         writer = Writer(database_url)
@@ -187,10 +173,7 @@ def soak(args, database_url: str, workload: Workload, workdir: Path) -> dict:
         stop.set()
         if thread is not None:
             thread.join(10)
-        if writer is not None:
-            writer.close()
-        stack.stop()
-        fleet.stop()
+        stack_teardown(writer, stack, fleet)
     return out
 
 
@@ -237,7 +220,6 @@ PLOT = "benchmarks-churn.png"
 
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
-    m = data["machine"]
     s = data["summary"]
     # The target soak, or a longer one.
     target = all(data[key] == TARGET[key] for key in ("clients", "period_s", "share", "rate"))
@@ -259,7 +241,7 @@ def report_section(data: dict) -> list[str]:
     lines = [
         "## Churn soak",
         "",
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
+        f"{measured_on(data)}"
         f" (`{data['command']}`, {data['duration_s'] / 60:.1f} min): the `make run` process"
         f" set ({', '.join(data['processes'])}, by their Procfile lines; DEBUG off) on the"
         f" bench database ({data['companies']:,} companies), {data['clients']:,} WebSocket"
@@ -314,8 +296,8 @@ def report_section(data: dict) -> list[str]:
         churn = p.get("churn")
         lines.append(
             f"| {p['minute']} | {p['t_s']:.0f} | {p['rss_kb'] / 1024:.1f} |"
-            f" {p['sockets']} / {p['sockets_after']} | {_n(p['sessions'])} |"
-            f" {_n(p['hub_members'])} |"
+            f" {p['sockets']} / {p['sockets_after']} | {fmt_count(p['sessions'])} |"
+            f" {fmt_count(p['hub_members'])} |"
             f" {p['rows']} ({p['rows_all']}) |"
             + (
                 f" {churn['aborted']} / {churn['reconnected']} / {churn['failed']} |"
@@ -342,7 +324,8 @@ def report_section(data: dict) -> list[str]:
         worst = max(inconsistent, key=lambda p: (p["sessions"] or 0) - p["sockets"])
         lines.append(
             f"- Counts disagreed in {len(inconsistent)} measurements; the widest: period"
-            f" {worst['minute']}, {worst['sockets']} sockets, {_n(worst['sessions'])} sessions,"
+            f" {worst['minute']}, {worst['sockets']} sockets,"
+            f" {fmt_count(worst['sessions'])} sessions,"
             f" {worst['rows']} rows. Sessions or rows above the sockets are connections the"
             " server still holds for clients that are gone."
         )
@@ -358,25 +341,19 @@ def report_section(data: dict) -> list[str]:
     return lines
 
 
-def _n(value) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
 # -- main -------------------------------------------------------------------------------------
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100 clients, 3 periods of 5 s")
+    parser = scenario_parser(__doc__, quick="100 clients, 3 periods of 5 s")
     parser.add_argument("--clients", type=int, help="default 2000, quick 100")
     parser.add_argument("--minutes", type=int, help="periods (default 20, quick 3)")
     parser.add_argument("--period", type=float, help="seconds per period (default 60, quick 5)")
     parser.add_argument("--warmup-minutes", type=int, help="periods before the RSS fit (5/1)")
     parser.add_argument("--share", type=float, default=0.1, help="aborted each period")
     parser.add_argument("--rate", type=float, default=50.0, help="changes/s")
-    parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument("--drain-timeout", type=float, default=20.0)
-    parser.add_argument("--seed", type=int, default=7)
+    workload_arguments(parser)
     args = parser.parse_args()
     quick = args.quick
     args.clients = args.clients or (100 if quick else TARGET["clients"])
@@ -389,15 +366,10 @@ def main() -> None:
     stop_on_sigterm()
     started = time.monotonic()
     database_url = bench_database_ready(companies=args.companies)
-    workload = Workload(
-        record_pool(database_url, args.seed), seed=args.seed, major_share=0.1, followed_share=0.5
-    )
-    with tempfile.TemporaryDirectory(prefix="bench-soak-churn-") as tmp:
-        workdir = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        outcome = soak(args, database_url, workload, workdir)
+    workload = workload_of(database_url, args)
+    with logs_directory("soak-churn") as logs:
+        outcome = soak(args, database_url, workload, logs)
     data = {
-        "mode": "quick" if quick else "full",
         "command": " ".join(["python -m bench.soak_churn", *sys.argv[1:]]),
         "processes": list(SOAK_PROCESSES),
         "clients": args.clients,
@@ -409,12 +381,10 @@ def main() -> None:
         "warmup_minutes": args.warmup_minutes,
         "sample_at": SAMPLE_AT,
         **outcome,
-        "duration_s": round(time.monotonic() - started, 1),
     }
     data["summary"] = summary(data)
-    path = result_write(NAME, data)
     print(f"summary: {data['summary']}")
-    print(f"wrote {path} in {data['duration_s']:.0f} s")
+    results_write(NAME, data, quick=args.quick, started=started)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ over, on the whole `make run` process set, the first time on a brand-new databas
 The database is dropped and created again (`CREATE DATABASE`, `manage.py migrate`,
 `manage.py seed_demo`, which also resets the change log); every run then starts the
 Procfile's web, publisher, Celery worker and beat (bench/soak.py), connects the clients
-in load generator processes (bench/loadgen.py, the 60/30/10 mix of bench/harness.py's
+in load generator processes (bench/loadgen.py, the 60/30/10 mix of bench/harness/writer.py's
 Workload), writes at the rate for warm-up plus the measured window with latency's stamped writer,
 waits until the publisher is idle and every client reached its contexts' heads, checks
 what each client received against the change log, and stops everything. Runs after the
@@ -23,25 +23,26 @@ batch whose `prev_seq` was above the client's cursor: a gap the server should ha
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import BENCH_DB, result_write, verdict
-from bench.harness import (
-    Fleet,
-    Workload,
-    Writer,
-    active_connections_tidy,
-    loadgens_for,
-    measure,
-    record_pool,
-    stop_on_sigterm,
+from bench.common import BENCH_DB, verdict
+from bench.harness.fleet import Fleet
+from bench.harness.processes import stop_on_sigterm
+from bench.harness.scenario import (
+    Rig,
+    logs_directory,
+    results_write,
+    scenario_parser,
+    stack_teardown,
+    workload_arguments,
+    workload_of,
 )
-from bench.soak import SOAK_PROCESSES, ProcfileStack, fresh_database
+from bench.harness.stack import active_connections_tidy
+from bench.harness.tables import fmt_ms_whole, measured_on
+from bench.harness.writer import Workload, Writer
+from bench.soak import SOAK_PROCESSES, ProcfileStack, fresh_database, loss_figures
 
 NAME = "soak_loss"
 TARGET_RUNS = 10
@@ -59,52 +60,25 @@ def one_run(index: int, database_url: str, workload: Workload, args, workdir: Pa
     try:
         stack.start()
         run["celery_ready_s"] = stack.celery_ready_s
-        ready = fleet.add(
-            workload.plan(args.clients),
-            loadgens_for(args.clients),
-            ready_timeout=60 + args.clients / 15,
-        )
+        ready = fleet.connect(workload.plan(args.clients))
         writer = Writer(database_url)
-        cell = measure(
-            stack,
-            fleet,
-            writer,
-            rate=args.rate,
-            warmup=args.warmup,
-            seconds=args.seconds,
-            pick=workload.pick,
-            label=f"{NAME}-{index}",
-            loss_seq_lo=0,
-        )
+        rig = Rig(stack, fleet, writer, workload, args)
+        cell = rig.measure(label=f"{NAME}-{index}", loss_seq_lo=0)
         run.update(
             connected=ready["connected"],
             connect_s=ready["connect_s"],
             open_at_end=cell["open"],
             closed_by_server=cell["closed_by_server"],
             changes_written=cell["writer"]["changes"],
-            items_expected=cell["items_expected"],
-            items_received=cell["items_received"],
-            coalesced=cell["coalesced"],
-            lost=cell["lost"],
-            missing=cell["gaps"],
-            duplicated=cell["duplicates"],
-            unexpected=cell["unexpected"],
-            resets=cell["resets"],
-            errors=cell["errors"],
+            **loss_figures(cell),
             behind_after_drain=cell["behind_after_drain"],
-            lost_by_context=cell["lost_by_context"],
-            p50_ms=cell["p50_ms"],
-            p99_ms=cell["p99_ms"],
             web_rss_kb=cell["web_rss_kb"],
             seq_hi=cell["seq_hi"],
         )
     except Exception as exc:
         run["error"] = repr(exc)
     finally:
-        if writer is not None:
-            writer.close()
-        stack.stop()
-        fleet.stop()
+        stack_teardown(writer, stack, fleet)
     run["run_s"] = round(time.monotonic() - started, 1)
     return run
 
@@ -137,7 +111,6 @@ def run_line(run: dict) -> str:
 
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
-    m = data["machine"]
     runs = data["runs"]
     clients, rate = data["clients"], data["rate"]
     clean = [r for r in runs if run_clean(r, clients)]
@@ -153,7 +126,7 @@ def report_section(data: dict) -> list[str]:
     lines = [
         "## Loss soak",
         "",
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
+        f"{measured_on(data)}"
         f" (`{data['command']}`, {data['duration_s'] / 60:.1f} min): {len(runs)} runs of"
         f" {clients:,} WebSocket clients (60/30/10, as in the latency section) at {rate:g}"
         f" changes/s, each on a newly started `make run` process set"
@@ -199,7 +172,8 @@ def report_section(data: dict) -> list[str]:
             f" {r['changes_written']:,} | {r['items_expected']:,} | {r['items_received']:,} |"
             f" {r['coalesced']:,} | {r['lost']} | {r['missing']} | {r['duplicated']} |"
             f" {r['unexpected']} | {r['behind_after_drain']} |"
-            f" {fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])} | {r['web_rss_kb'] / 1024:.0f} MB |"
+            f" {fmt_ms_whole(r['p50_ms'])} / {fmt_ms_whole(r['p99_ms'])} |"
+            f" {r['web_rss_kb'] / 1024:.0f} MB |"
             f" {r['run_s']} |"
         )
     lines.append("")
@@ -212,16 +186,11 @@ def report_section(data: dict) -> list[str]:
     return lines
 
 
-def fmt_ms(value) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 # -- main -------------------------------------------------------------------------------------
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 runs, 100 clients, 50/s")
+    parser = scenario_parser(__doc__, quick="2 runs, 100 clients, 50/s")
     parser.add_argument("--runs", type=int, help=f"default {TARGET_RUNS}, quick 2")
     parser.add_argument("--clients", type=int, help="default 2000, quick 100")
     parser.add_argument("--rate", type=float, help="changes/s (default 200, quick 50)")
@@ -233,7 +202,7 @@ def main() -> None:
         default=f"{BENCH_DB}_soak",
         help="dropped and created again on DATABASE_URL's server (default %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=7)
+    workload_arguments(parser, companies=False)
     parser.add_argument("--loadgen-timeout", type=float, default=900)
     args = parser.parse_args()
     quick = args.quick
@@ -248,20 +217,15 @@ def main() -> None:
     started = time.monotonic()
     database_url, timings = fresh_database(args.database, companies=args.companies)
     print(f"fresh database {args.database}: {timings}", flush=True)
-    workload = Workload(
-        record_pool(database_url, args.seed), seed=args.seed, major_share=0.1, followed_share=0.5
-    )
+    workload = workload_of(database_url, args)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="bench-soak-loss-") as tmp:
-        workdir = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with logs_directory("soak-loss") as logs:
         for index in range(1, args.runs + 1):
-            run = one_run(index, database_url, workload, args, workdir)
+            run = one_run(index, database_url, workload, args, logs)
             print(run_line(run), flush=True)
             runs.append(run)
     command = " ".join(["python -m bench.soak_loss", *sys.argv[1:]])
     data = {
-        "mode": "quick" if quick else "full",
         "command": command,
         "processes": list(SOAK_PROCESSES),
         "runs_asked": args.runs,
@@ -270,11 +234,9 @@ def main() -> None:
         "warmup_s": args.warmup,
         "seconds_s": args.seconds,
         "database": {"name": args.database, "companies": args.companies, **timings},
-        "duration_s": round(time.monotonic() - started, 1),
         "runs": runs,
     }
-    path = result_write(NAME, data)
-    print(f"wrote {path} in {data['duration_s']:.0f} s")
+    results_write(NAME, data, quick=args.quick, started=started)
 
 
 if __name__ == "__main__":

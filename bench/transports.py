@@ -2,13 +2,13 @@
 
 bench/latency.py's measurement, for the two HTTP transports of PROTOCOL.md: the web server
 (uvicorn, as config/serve.py runs it) and
-`manage.py run_publisher` on the bench database (latency.Stack, a fresh one per
+`manage.py run_publisher` on the bench database (the harness's Stack, a fresh one per
 transport), N clients in load generator processes (bench/loadgen_http.py: one HTTP
 connection per client, each from a loopback address of its own), 60% of them following
-one of 100 companies, 30% one of 10 industries, 10% the overview, and latency.py's
-writer committing stamped single-row updates at a fixed rate. Per cell: warm-up, a
+one of 100 companies, 30% one of 10 industries, 10% the overview, and the harness's
+Writer committing stamped single-row updates at a fixed rate. Per cell: warm-up, a
 measured window, the drain (every client's cursor at its context's head) and the loss
-check against the change log, all of it latency.measure.
+check against the change log, all of it bench/harness/cell.py's measure.
 
 - SSE: one `GET /api/stream/dashboard?contexts=...` stream per client.
 - Long-poll: each client loops `GET /api/updates/latest/<cursor>?contexts=...&wait=25`,
@@ -22,31 +22,40 @@ check against the change log, all of it latency.measure.
 
 from __future__ import annotations
 
-import argparse
-import os
 import signal
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import bench_database_ready, result_write, verdict
-from bench.harness import (
-    PRODUCT_SERVER,
-    Fleet,
-    Stack,
-    Workload,
-    Writer,
-    active_connections_tidy,
-    cell_line,
-    hist_percentile,
-    loadgens_for,
-    measure,
-    record_pool,
-    stop_on_sigterm,
-    vacuum_churned,
+from bench.common import bench_database_ready, verdict
+from bench.harness.cell import cell_line, hist_percentile
+from bench.harness.fleet import Fleet
+from bench.harness.processes import stop_on_sigterm
+from bench.harness.scenario import (
+    Rig,
+    ints,
+    logs_directory,
+    results_write,
+    scenario_parser,
+    workload_arguments,
+    workload_figures,
+    workload_of,
 )
+from bench.harness.stack import PRODUCT_SERVER, Stack, active_connections_tidy, vacuum_churned
+from bench.harness.tables import (
+    CELL_COLUMNS,
+    CPU_HEADER,
+    by_kind_text,
+    cell_columns,
+    cpu_cell,
+    fmt_ms,
+    loadgen_note,
+    mb,
+    measured_by,
+    table_head,
+    table_row,
+)
+from bench.harness.writer import Workload, Writer
 
 TRANSPORTS = ("sse", "longpoll")
 LABELS = {"sse": "SSE", "longpoll": "long-poll"}
@@ -62,8 +71,8 @@ DRAIN_TIMEOUT_S = {"sse": 15, "longpoll": 30}
 
 
 class HttpFleet(Fleet):
-    """latency.Fleet running bench.loadgen_http for one transport; keeps the raw reports
-    of the last window (latency.measure returns them merged, without the HTTP figures)."""
+    """The harness's Fleet running bench.loadgen_http for one transport; keeps the raw reports
+    of the last window (measure returns them merged, without the HTTP figures)."""
 
     def __init__(self, url: str, database_url: str, workdir: Path, timeout: float, transport: str):
         super().__init__(url, database_url, workdir, timeout)
@@ -124,39 +133,25 @@ def run_transport(
             timeout=args.loadgen_timeout,
             transport=transport,
         )
-        ready = fleet.add(
-            workload.plan(args.clients),
-            loadgens_for(args.clients),
-            ready_timeout=60 + args.clients / 15,
-        )
+        ready = fleet.connect(workload.plan(args.clients))
         print(
             f"{transport}: {ready['connected']}/{args.clients} clients connected in"
             f" {ready['connect_s']} s",
             flush=True,
         )
-        for rate in args.rates:
-            started = time.monotonic()
-            cell = measure(
-                stack,
-                fleet,
-                writer,
-                rate=rate,
-                warmup=args.warmup,
-                seconds=args.seconds,
-                pick=workload.pick,
-                label=f"{transport}-{args.clients}-{rate}",
-                drain_timeout=DRAIN_TIMEOUT_S[transport],
-            )
+        label = f"{transport}-{args.clients}"
+        timeout = DRAIN_TIMEOUT_S[transport]
+        rig = Rig(stack, fleet, writer, workload, args)
+        for cell in rig.at_rates(label=label, drain_timeout=timeout):
             cell.update(
                 server=stack.server,
                 transport=transport,
                 clients=args.clients,
                 connected=ready["connected"],
                 connect_s=ready["connect_s"],
-                loadgens=len(fleet.processes),
                 http=http_merge(fleet.last_reports, cell["window_s"]),
-                cell_s=round(time.monotonic() - started, 1),
             )
+
             print(f"{transport:8} {cell_line(cell)} http={cell['http']}", flush=True)
             cells.append(cell)
     except Exception as exc:
@@ -175,10 +170,6 @@ def run_transport(
 
 
 # -- the report section -------------------------------------------------------------------------
-
-
-def fmt_ms(value) -> str:
-    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _cell_figure(cell: dict) -> str:
@@ -211,14 +202,11 @@ def _opening(transport: str) -> str:
 
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
-    m = data["machine"]
     cells = data["cells"]
     lines = [
         "## Commit to client (Server-Sent Events and long-polling)",
         "",
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
-        f" (`python -m bench.transports{' --quick' if data['mode'] == 'quick' else ''}`, "
-        f"{data['duration_s'] / 60:.1f} min): as in the WebSocket section (uvicorn and"
+        f"{measured_by(data, 'transports')}: as in the WebSocket section (uvicorn and"
         " `run_publisher` on the bench database, the 60/30/10 mix, the same stamped writer),"
         " with the HTTP transports of PROTOCOL.md, a fresh stack for each. SSE: one"
         " `/api/stream/dashboard` stream per client. Long-poll: each client loops"
@@ -249,62 +237,52 @@ def report_section(data: dict) -> list[str]:
         " `Retry-After`). A poll answer has no `prev_seq`, so long-poll has no gaps to"
         " count (n/a); each answer covers (cursor, `next`] and the loss check is the same.",
         "",
-        "| transport | clients | changes/s | p50 ms | p95 ms | p99 ms | max ms | to published"
-        " p50 / p99 ms | deliveries/s | items/s | items delivered | lost | dup | gaps |"
-        " caught up s | requests/s | wait p50 / p99 ms | 429 | web RSS |"
-        " CPU web / publisher / loadgens (max one) / postgres / others / machine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        " ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *table_head(
+            "transport",
+            *CELL_COLUMNS,
+            "requests/s",
+            "wait p50 / p99 ms",
+            "429",
+            "web RSS",
+            CPU_HEADER,
+        ),
     ]
+
     for c in cells:
-        cpu = c["cpu_cores"]
-        st = c.get("stages") or {}
         http = c["http"]
         poll = c["transport"] == "longpoll"
         rps = f"{http['requests_per_s']:,}" if poll else "-"
         wait = f"{fmt_ms(http['wait_p50_ms'])} / {fmt_ms(http['wait_p99_ms'])}" if poll else "-"
         lines.append(
-            f"| {LABELS[c['transport']]} | {c['clients']:,} | {c['rate']} | {fmt_ms(c['p50_ms'])} |"
-            f" {fmt_ms(c['p95_ms'])} | {fmt_ms(c['p99_ms'])} | {fmt_ms(c['max_ms'])} |"
-            f" {fmt_ms(st.get('to_published_p50_ms'))} / {fmt_ms(st.get('to_published_p99_ms'))} |"
-            f" {c['deliveries_per_s']:,} | {c['items_per_s']:,} | {c['items_received']:,} |"
-            f" {c['lost']} | {c['duplicates']} | {'n/a' if poll else c['gaps']} |"
-            f" {c['drain_s']} |"
-            f" {rps} | {wait} |"
-            f" {http['throttled'] if poll else '-'} | {c['web_rss_kb'] / 1024:.0f} MB |"
-            f" {cpu['web']} / {cpu['publisher']} / {cpu['loadgens']} ({cpu['loadgen_max']}) /"
-            f" {cpu['postgres']} / {cpu.get('others', '-')} / {cpu['machine']} |"
+            table_row(
+                LABELS[c["transport"]],
+                cell_columns(c, gaps="n/a" if poll else None),
+                rps,
+                wait,
+                http["throttled"] if poll else "-",
+                mb(c["web_rss_kb"]),
+                cpu_cell(c["cpu_cores"]),
+            )
         )
     lines += ["", *transport_notes(data), ""]
     return lines
 
 
 def transport_notes(data: dict) -> list[str]:
-    """What the figures say beyond the tables, derived from them."""
+    """What the HTTP transports' figures say beyond the tables: the load generators,
+    latency by context kind, the web server's CPU per long poll, what went wrong."""
+
     cells = data["cells"]
     notes = []
     if cells:
-        busiest = max(cells, key=lambda c: c["cpu_cores"]["loadgen_max"])
-        lag = max(cells, key=lambda c: c["loadgen_loop_lag_ms"]["p99"] or 0)
-        notes.append(
-            "- The load generators were checked against being the bottleneck: the busiest one"
-            f" used {busiest['cpu_cores']['loadgen_max']} of a core"
-            f" ({LABELS[busiest['transport']]}, {busiest['clients']:,} clients,"
-            f" {busiest['rate']}/s); their event loops ran a 5 ms tick at worst p99"
-            f" {lag['loadgen_loop_lag_ms']['p99']:.0f} ms, max"
-            f" {lag['loadgen_loop_lag_ms']['max']:.0f} ms late ({LABELS[lag['transport']]},"
-            f" {lag['rate']}/s), which is part of the measured latency."
-        )
+        notes.append(loadgen_note(cells, lambda c: LABELS[c["transport"]]) + ".")
     for c in cells:
-        kinds = ", ".join(
-            f"{kind} p50 {fmt_ms(k['p50_ms'])} / p99 {fmt_ms(k['p99_ms'])} ms"
-            for kind, k in c.get("by_kind", {}).items()
-        )
-        if kinds:
+        if c.get("by_kind"):
             notes.append(
                 f"- {_opening(c['transport'])}, {c['clients']:,} clients at {c['rate']}/s, by"
-                f" context: {kinds}."
+                f" context: {by_kind_text(c)}."
             )
+
     polls = [c for c in cells if c["transport"] == "longpoll" and c["http"]["requests_per_s"]]
     if polls:
         per_poll = ", ".join(
@@ -337,10 +315,6 @@ def transport_notes(data: dict) -> list[str]:
 # -- main -------------------------------------------------------------------------------------
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
-
-
 def budget_set(seconds: int) -> None:
     """Stop the run (through its `finally` blocks) once it has taken `seconds`."""
 
@@ -352,19 +326,15 @@ def budget_set(seconds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 clients at 50/s")
+    parser = scenario_parser(__doc__, quick="200 clients at 50/s")
     parser.add_argument("--clients", type=int, help="default 1000, quick 200")
-    parser.add_argument("--rates", type=_ints, help="changes/s, comma list (default 50,200)")
+    parser.add_argument("--rates", type=ints, help="changes/s, comma list (default 50,200)")
     parser.add_argument("--seconds", type=float, help="measured per cell (default 8, quick 6)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each cell")
     parser.add_argument(
         "--transport", action="append", choices=TRANSPORTS, help="repeatable (default both)"
     )
-    parser.add_argument("--companies", type=int, default=100_000)
-    parser.add_argument("--major-share", type=float, default=0.1)
-    parser.add_argument("--followed-share", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=7)
+    workload_arguments(parser)
     parser.add_argument("--budget", type=int, help="hard limit, s (default 300, quick 120)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
@@ -379,46 +349,25 @@ def main() -> None:
     budget_set(args.budget)
     started = time.monotonic()
     database_url = bench_database_ready(companies=args.companies)
-    workload = Workload(
-        record_pool(database_url, args.seed),
-        seed=args.seed,
-        major_share=args.major_share,
-        followed_share=args.followed_share,
-    )
+    workload = workload_of(database_url, args)
     active_connections_tidy(database_url)
     vacuum_churned(database_url)
     cells: list[dict] = []
     errors: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="bench-transports-") as tmp:
-        workdir = Path(os.environ.get("BENCH_LOG_DIR") or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with logs_directory("transports") as logs:
         for transport in transports:
-            cells += run_transport(transport, database_url, workload, args, workdir, errors)
+            cells += run_transport(transport, database_url, workload, args, logs, errors)
     signal.alarm(0)
     data = {
-        "mode": mode,
         "transports": transports,
         "grid": {"clients": args.clients, "rates": args.rates},
         "warmup_s": args.warmup,
         "seconds_s": args.seconds,
-        "statement_p50_ms": round(
-            statistics.median(c["writer"]["statement_p50_ms"] for c in cells), 2
-        )
-        if cells
-        else None,
-        "mix": {
-            "companies": 0.6,
-            "industries": 0.3,
-            "overview": 0.1,
-            "major_share": args.major_share,
-            "followed_share": args.followed_share,
-        },
-        "duration_s": round(time.monotonic() - started, 1),
+        **workload_figures(args, cells),
         "cells": cells,
         "errors": errors,
     }
-    path = result_write("transports", data)
-    print(f"wrote {path} in {data['duration_s']:.0f} s")
+    results_write("transports", data, quick=args.quick, started=started)
 
 
 if __name__ == "__main__":

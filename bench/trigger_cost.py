@@ -23,6 +23,7 @@ import uuid
 import psycopg
 
 from bench.common import bench_database_ready, result_write, verdict
+from bench.harness.tables import measured_on
 
 ROWS = 100_000
 TARGET_BULK_RATIO = 2.0
@@ -236,11 +237,10 @@ def concurrent_writers(url: str, seconds: int, clients: int) -> dict:
 
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
-    m = data["machine"]
     lines = [
         "## Trigger cost",
         "",
-        f"Measured {m['date']} on {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}"
+        f"{measured_on(data)}"
         " (`python -m bench.trigger_cost`; medians of rolled-back runs on the 100,000-company"
         " demo database).",
         "",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from bench.harness import free_port, procfile_entries
+from bench.harness.processes import free_port, procfile_entries
 
 REPO = Path(__file__).resolve().parents[2]
 
