@@ -318,7 +318,7 @@ async def test_a_new_connection_after_maintenance_ends_is_admitted_at_once(world
 
 
 async def test_an_open_sse_stream_stays_and_hears_both_switches(world):
-    from tests.realtime.test_sse import Stream
+    from tests.realtime.sse_stream import Stream
 
     stream = Stream("contexts=overview")
     await stream.opened()

@@ -248,7 +248,7 @@ async def test_the_documented_monitor_and_maintenance_examples_match_the_server(
 
 
 async def test_monitor_over_sse_and_polling(world):
-    from tests.realtime.test_sse import Stream
+    from tests.realtime.sse_stream import Stream
 
     _, key_ = await auser_with_token("operator", staff=True)
     auth = {"Authorization": f"Token {key_}"}

@@ -11,7 +11,7 @@ from adminpanel.models import AuditEntry
 from notifications.models import UpdateNotification
 from tests.notifications.conftest import anonymous_cookie, auth, live, make_user, receipts
 from tests.realtime.conftest import db, make_client
-from tests.realtime.test_sse import Stream
+from tests.realtime.sse_stream import Stream
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -19,7 +19,7 @@ from tests.notifications.conftest import (
     receipts,
 )
 from tests.realtime.conftest import db, make_client
-from tests.realtime.test_sse import Stream
+from tests.realtime.sse_stream import Stream
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

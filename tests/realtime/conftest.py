@@ -1,7 +1,9 @@
 """Helpers for the live transports: communicators on the real ASGI application."""
 
+import copy
 import json
 import random
+import uuid
 
 import httpx
 import pytest
@@ -32,6 +34,12 @@ async def receive_until(communicator, kind: str, timeout=5) -> dict:
         if message["type"] == kind:
             return message
         assert message["type"] == "heartbeat", message
+
+
+async def subscribe(communicator, contexts, **extra) -> dict:
+    """Subscribe a WebSocket client to `contexts`; the `subscribed` reply."""
+    await communicator.send_json_to({"type": "subscribe", "contexts": contexts, **extra})
+    return await receive_until(communicator, "subscribed")
 
 
 async def greeted(headers=None) -> tuple[WebsocketCommunicator, dict]:
@@ -83,3 +91,15 @@ async def published(world):
     """The world, published: every insert has its seq."""
     await publish()
     return world
+
+
+@pytest.fixture
+def layer_prefix(settings):
+    """A channel-layer prefix of this test alone (the SSE tests use it for every test):
+    other test runs sharing the Redis publish to the same context groups (`industry:steel`
+    of their own `world`)."""
+    prefix = f"{settings.REDIS_PREFIX}-sse-{uuid.uuid4().hex[:12]}"
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    layers["default"]["CONFIG"]["prefix"] = f"{prefix}:layer"
+    settings.CHANNEL_LAYERS = layers
+    return prefix

@@ -50,7 +50,7 @@ def test_every_message_type_is_documented():
         "pong",
         "heartbeat",
         "error",
-        "policy",  # checked in tests/preferences/test_live.py
+        "policy",  # checked in tests/preferences/test_live_policy_message.py
         "notification",
         "maintenance",
         "monitor",

@@ -1,151 +1,29 @@
-"""Refresh policies on open connections: `hello.policy`, enforcement per context
-(intervals, manual mode, paused), changes reaching open connections at once, transports
-refused. Real PostgreSQL, Redis and channel layer; WebSocket communicators, SSE on the
-ASGI application, httpx for the REST side."""
-
-import json
+"""Refresh policies and preferences enforced per context on open WebSocket connections:
+intervals, debounce, manual mode, paused, and changes reaching the client's own open
+connections within a second. Real PostgreSQL, Redis and channel layer."""
 
 import pytest
 from channels.db import database_sync_to_async
 
-from preferences.services import refresh_preferences_update
-from realtime import protocol
-from realtime.control import control_send
-from realtime.hub import get_hub
 from tests.preferences.conftest import (
+    PREFERENCES,
     anonymous_session,
+    make_user,
     policy_set,
     token_header,
-    user_with_token,
 )
-from tests.realtime.conftest import (
-    ORIGIN,
-    connect,
-    db,
-    greeted,
-    make_client,
-    publish,
-    receive,
-    receive_until,
+from tests.preferences.live_policy import (
+    ANONYMOUS_METRICS,
+    POLICY_DEADLINE_S,
+    put_json,
+    put_policies_as_staff,
+    record,
+    rename,
+    set_preferences,
 )
-from tests.realtime.test_docs import assert_same_shape, examples
-from tests.realtime.test_sse import Stream
+from tests.realtime.conftest import ORIGIN, greeted, make_client, publish, receive_until, subscribe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
-
-POLICIES = "/api/admin/refresh-policies"
-PREFERENCES = "/api/user/refresh-preferences"
-# The requirement: a policy change reaches an open connection within a second.
-POLICY_DEADLINE_S = 1.0
-ANONYMOUS_METRICS = {"user_type": "anonymous", "category": "company_metrics"}
-ANONYMOUS_BENCHMARKS = {"user_type": "anonymous", "category": "industry_benchmarks"}
-
-
-async def make_user(username: str, **kwargs):
-    return await database_sync_to_async(user_with_token)(username, **kwargs)
-
-
-async def subscribe(communicator, contexts, **extra) -> dict:
-    await communicator.send_json_to({"type": "subscribe", "contexts": contexts, **extra})
-    return await receive_until(communicator, "subscribed")
-
-
-async def set_preferences(user, session_key, document) -> None:
-    await database_sync_to_async(refresh_preferences_update)(
-        user=user, session_key=session_key, document=document
-    )
-
-
-async def put_json(http, path, body, headers=None):
-    return await http.put(
-        path,
-        content=json.dumps(body),
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-async def put_policies_as_staff(*policies: dict):
-    """PUT `policies` through the admin API as a staff user; the response."""
-    _, staff = await make_user("ops", staff=True)
-    async with make_client() as http:
-        return await put_json(http, POLICIES, {"policies": list(policies)}, token_header(staff))
-
-
-async def next_message(communicator, timeout=5) -> dict:
-    """The next message that is not a heartbeat."""
-    while (message := await receive(communicator, timeout))["type"] == "heartbeat":
-        pass
-    return message
-
-
-async def rename(company, name: str) -> None:
-    await db("UPDATE companies SET name = %s WHERE id = %s", [name, company])
-    await publish()
-
-
-async def record(company, year: int, tonnes: int) -> None:
-    await db(
-        "UPDATE emission_records SET scope1_tonnes = %s WHERE company_id = %s AND year = %s",
-        [tonnes, company, year],
-    )
-    await publish()
-
-
-# -- hello -----------------------------------------------------------------------------------
-
-
-async def test_hello_carries_the_effective_policy(world):
-    communicator, hello = await greeted()
-    policy = hello["policy"]
-    assert policy["user_type"] == "anonymous"
-    assert policy["categories"]["company_metrics"]["mode"] == "realtime"
-    assert policy["allowed_transports"] == ["websocket", "sse", "polling"]
-    assert {"min_interval_ms", "debounce_ms", "max_batch", "heartbeat_ms"} <= set(policy)
-    assert_same_shape(examples()["hello"], hello)
-    await communicator.disconnect()
-
-    user, key = await make_user("viewer", analyst=True)
-    await set_preferences(
-        user,
-        None,
-        {
-            "categories": {"company_metrics": {"mode": "30s"}, "directory": {"mode": "manual"}},
-            "notification_threshold": "critical",
-            "quiet_hours": {"start": "23:00", "end": "06:00", "timezone": "Asia/Tokyo"},
-        },
-    )
-    communicator, hello = await greeted([(b"authorization", f"Token {key}".encode())])
-    policy = hello["policy"]
-    assert policy["user_type"] == "analyst"
-    assert policy["categories"]["company_metrics"]["interval_ms"] == 30000
-    assert policy["categories"]["directory"] == {
-        "mode": "manual",
-        "interval_ms": None,
-        "min_interval_ms": 0,
-        "max_deliveries_per_minute": 6000,
-        "debounce_ms": 0,
-        "realtime_allowed": True,
-    }
-    assert policy["notification_threshold"] == "critical"
-    assert policy["quiet_hours"] == {"start": "23:00", "end": "06:00", "timezone": "Asia/Tokyo"}
-    await communicator.disconnect()
-
-
-async def test_sse_hello_carries_the_policy_and_keeps_its_heartbeat(world):
-    stream = Stream("contexts=industry:steel")
-    hello, _ = await stream.opened()
-    assert hello["policy"]["user_type"] == "anonymous"
-    assert hello["policy"]["heartbeat_ms"] == 15_000
-    response = await put_policies_as_staff({**ANONYMOUS_BENCHMARKS, "debounce_ms": 20})
-    assert response.status_code == 200
-    event = await stream.until("policy", timeout=POLICY_DEADLINE_S)
-    policy = event["message"]["policy"]
-    assert policy["categories"]["industry_benchmarks"]["debounce_ms"] == 20
-    assert policy["heartbeat_ms"] == 15_000
-    await stream.close()
-
-
-# -- enforcement -----------------------------------------------------------------------------
 
 
 async def test_a_policy_change_is_enforced_on_an_open_connection_within_a_second(world):
@@ -359,105 +237,4 @@ async def test_a_policy_edit_other_clients_do_not_feel_is_not_announced(world):
     )
     assert response.status_code == 200
     assert await communicator.receive_nothing(timeout=0.5)
-    await communicator.disconnect()
-
-
-# -- transports ------------------------------------------------------------------------------
-
-
-async def test_transports_the_policy_does_not_allow_are_refused(world):
-    await database_sync_to_async(policy_set)(
-        "anonymous", "directory", allowed_transports=["polling"]
-    )
-    communicator, connected, _ = await connect()
-    assert connected  # accepted, then closed with the reason
-    output = await communicator.receive_output(timeout=5)
-    assert output == {
-        "type": "websocket.close",
-        "code": protocol.CLOSE_TRANSPORT_NOT_ALLOWED,
-        "reason": "transport_not_allowed",
-    }
-    await communicator.disconnect()
-
-    stream = Stream("contexts=industry:steel")
-    await stream.start()
-    assert stream.status == 403
-    body = json.loads(await stream.chunk())
-    assert body["error"]["code"] == "transport_not_allowed"
-
-    async with make_client() as http:
-        response = await http.get("/api/updates/latest/0", params={"contexts": "overview"})
-        assert response.status_code == 200
-        await database_sync_to_async(policy_set)(
-            "anonymous", "directory", allowed_transports=["websocket"]
-        )
-        response = await http.get("/api/updates/latest/0", params={"contexts": "overview"})
-        assert response.status_code == 403
-        assert response.json() == {
-            "error": {
-                "code": "transport_not_allowed",
-                "detail": "Your refresh policy does not allow polling.",
-            }
-        }
-        # Other user types keep their transports.
-        _, key = await make_user("viewer")
-        response = await http.get(
-            "/api/updates/latest/0", params={"contexts": "overview"}, headers=token_header(key)
-        )
-        assert response.status_code == 200
-
-
-async def test_a_policy_that_stops_allowing_the_transport_closes_the_connection(world):
-    communicator, _ = await greeted()
-    response = await put_policies_as_staff({**ANONYMOUS_METRICS, "allowed_transports": ["sse"]})
-    assert response.status_code == 200
-    message = await receive_until(communicator, "policy", timeout=POLICY_DEADLINE_S)
-    assert message["policy"]["allowed_transports"] == ["sse"]
-    output = await communicator.receive_output(timeout=5)
-    assert output["type"] == "websocket.close"
-    assert output["code"] == protocol.CLOSE_TRANSPORT_NOT_ALLOWED
-    # The client's side of the close: the session leaves the process.
-    await communicator.disconnect()
-    assert not get_hub().sessions
-
-
-# -- hostile input ---------------------------------------------------------------------------
-
-
-async def test_clients_cannot_send_policy_messages(world):
-    communicator, _ = await greeted()
-    for frame in (
-        {"type": "policy", "policy": {"min_interval_ms": 0}},
-        {"type": "policy_changed", "scope": "policy"},
-    ):
-        await communicator.send_json_to(frame)
-        error = await receive_until(communicator, "error")
-        assert error["code"] == "unknown_type"
-    await communicator.disconnect()
-
-
-async def test_malformed_policy_changed_messages_are_harmless(world):
-    communicator, _ = await greeted()
-    for payload in ({"scope": 5, "version": ["x"]}, {"scope": "policy", "version": 7}, {}):
-        await control_send("policy_changed", payload)
-    # An unknown scope is re-resolved from the database and confirmed; a policy scope
-    # with a bad version re-reads the table and, nothing having moved, says nothing. So
-    # two `policy` messages, then nothing more.
-    for _ in range(2):
-        message = await next_message(communicator)
-        assert message["type"] == "policy"
-        assert message["policy"]["user_type"] == "anonymous"
-    assert await communicator.receive_nothing(timeout=0.5)
-    await communicator.send_json_to({"type": "ping", "ref": 1})
-    assert (await receive_until(communicator, "pong"))["ref"] == 1
-    await communicator.disconnect()
-
-
-async def test_the_policy_message_is_documented(world):
-    session = await database_sync_to_async(anonymous_session)()
-    await set_preferences(None, session, {"categories": {"directory": {"mode": "manual"}}})
-    communicator, _ = await greeted([ORIGIN, (b"cookie", f"sessionid={session}".encode())])
-    await control_send("policy_changed", {"scope": "preferences"}, clients=[f"anon:{session}"])
-    message = await receive_until(communicator, "policy")
-    assert_same_shape(examples()["policy"], message)
     await communicator.disconnect()

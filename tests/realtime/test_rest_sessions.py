@@ -1,201 +1,30 @@
-"""REST endpoints of the live protocol: status, health, subscribe, acknowledge, on the real
-ASGI application, PostgreSQL and Redis."""
+"""The REST requests that act on an open session, on the real ASGI application,
+PostgreSQL and Redis: `POST /api/realtime/subscribe` adds contexts to an SSE session
+and tells its stream, `POST /api/updates/acknowledge` records what it has seen;
+whose session each may touch, refused bodies, CSRF for browsers signed in by session."""
 
 import asyncio
 import json
 import uuid
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from channels_redis.pubsub import RedisPubSubChannelLayer
-from django.contrib.auth import get_user_model
-from django.db import connections
-from django.db.utils import load_backend
 from django.test import AsyncClient
-from rest_framework.authtoken.models import Token
 
-from changes.selectors import change_log_state, publisher_backlog
-from realtime import health
-from realtime.models import ActiveConnection
-from realtime.services import connection_contexts_set, connection_open
-from tests.realtime.conftest import db, publish
+from tests.realtime.rest_endpoints import (
+    ACKNOWLEDGE,
+    SUBSCRIBE,
+    connection_row,
+    make_user,
+    open_session,
+    state,
+    token,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
-SUBSCRIBE = "/api/realtime/subscribe"
-ACKNOWLEDGE = "/api/updates/acknowledge"
-STATUS = "/api/updates/status"
-HEALTH = "/api/realtime/health"
-# Nothing listens here: connections are refused at once.
-CLOSED = "127.0.0.1:1"
 
-
-async def state():
-    return await database_sync_to_async(change_log_state)()
-
-
-async def make_user(username: str, *, staff: bool = False):
-    def create():
-        user = get_user_model().objects.create_user(username, password="x-pass-1", is_staff=staff)
-        return user, Token.objects.create(user=user).key
-
-    return await database_sync_to_async(create)()
-
-
-async def open_session(*, transport="sse", user=None, contexts=()) -> str:
-    session = uuid.uuid4().hex
-
-    def create():
-        connection_open(
-            session=session,
-            transport=transport,
-            user=user,
-            audience="public",
-            client_address="127.0.0.1",
-        )
-        if contexts:
-            connection_contexts_set(session=session, contexts=list(contexts))
-
-    await database_sync_to_async(create)()
-    return session
-
-
-async def connection_row(session: str) -> ActiveConnection:
-    return await ActiveConnection.objects.aget(id=session)
-
-
-def token(key: str) -> dict:
-    return {"Authorization": f"Token {key}"}
-
-
-# -- status --------------------------------------------------------------------------------
-
-
-async def test_status_reports_the_log_and_the_backlog(http, world):
-    body = (await http.get(STATUS)).json()
-    assert set(body) == {
-        "epoch",
-        "head_seq",
-        "pending",
-        "pending_capped",
-        "lag_ms",
-        "maintenance",
-        "last_published_at",
-    }
-    [(unprocessed,)] = await db("SELECT count(*) FROM data_changes WHERE processed_at IS NULL")
-    assert body["pending"] == unprocessed > 0 and body["pending_capped"] is False
-    assert body["lag_ms"] >= 0
-    assert body["maintenance"] is False
-
-    await publish()
-    body = (await http.get(STATUS)).json()
-    log = await state()
-    assert body["epoch"] == log.epoch and body["head_seq"] == log.head_seq > 0
-    assert body["pending"] == 0 and body["lag_ms"] == 0
-    assert body["last_published_at"].endswith("Z")
-
-
-async def test_status_lag_is_the_age_of_the_oldest_waiting_change(http, published):
-    await db("UPDATE companies SET name = 'Waiting' WHERE id = %s", [published["acme"]])
-    await db(
-        "UPDATE data_changes SET created_at = clock_timestamp() - interval '90 seconds'"
-        " WHERE processed_at IS NULL"
-    )
-    body = (await http.get(STATUS)).json()
-    assert body["pending"] == 1
-    assert 90_000 <= body["lag_ms"] < 120_000
-
-
-async def test_pending_is_counted_up_to_the_cap(published):
-    await db("UPDATE emission_records SET scope1_tonnes = scope1_tonnes + 1")
-    backlog = await database_sync_to_async(publisher_backlog)(cap=2)
-    assert backlog.pending == 2 and backlog.capped is True
-
-
-# -- health --------------------------------------------------------------------------------
-
-
-async def test_health_ok(http, published):
-    await open_session(transport="websocket")
-    await open_session(transport="sse")
-    await open_session(transport="sse")
-    response = await http.get(HEALTH)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["status"] == "ok"
-    checks = body["checks"]
-    assert set(checks) == {"database", "redis", "channel_layer", "publisher"}
-    for name in ("database", "redis", "channel_layer"):
-        assert checks[name]["ok"] is True and checks[name]["latency_ms"] >= 0
-    assert checks["publisher"] == {"ok": True, "lag_ms": 0, "pending": 0}
-    assert body["connections"] == {"websocket": 1, "sse": 2, "polling": 0, "total": 3}
-    assert response.headers["cache-control"] == "no-store"
-
-
-async def test_health_is_503_when_the_publisher_lags(http, published):
-    await db("UPDATE companies SET name = 'Stuck' WHERE id = %s", [published["acme"]])
-    await db(
-        "UPDATE data_changes SET created_at = clock_timestamp() - interval '1 minute'"
-        " WHERE processed_at IS NULL"
-    )
-    response = await http.get(HEALTH)
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "degraded"
-    assert body["checks"]["publisher"]["ok"] is False
-    assert body["checks"]["publisher"]["lag_ms"] >= 60_000
-    assert body["checks"]["database"]["ok"] is True
-    await publish()
-    assert (await http.get(HEALTH)).status_code == 200
-
-
-async def test_health_ignores_credentials(http, published):
-    response = await http.get(HEALTH, headers=token("not-a-token"))
-    assert response.status_code == 200
-
-
-async def test_redis_check_fails_on_a_closed_port(published):
-    result = await health.redis_check(url=f"redis://{CLOSED}/0", timeout=1)
-    assert result["ok"] is False and result["error"]
-    assert CLOSED not in json.dumps(result)
-
-
-async def test_channel_layer_check_fails_on_a_closed_port(published):
-    layer = RedisPubSubChannelLayer(hosts=[f"redis://{CLOSED}/0"])
-    try:
-        result = await health.channel_layer_check(layer=layer, timeout=1)
-    finally:
-        await layer.flush()
-    assert result["ok"] is False and result["error"]
-
-
-async def test_channel_layer_check_leaves_no_channel_behind(published):
-    layer = get_channel_layer()
-    assert (await health.channel_layer_check(layer=layer))["ok"] is True
-    inner = layer._get_layer()
-    assert not [name for name in inner.channels if "health." in name]
-
-
-async def test_database_check_fails_on_a_closed_port(published):
-    settings_dict = {**connections["default"].settings_dict, "HOST": "127.0.0.1", "PORT": 1}
-    settings_dict["OPTIONS"] = {
-        key: value for key, value in settings_dict["OPTIONS"].items() if key != "pool"
-    }
-    backend = load_backend(settings_dict["ENGINE"])
-    database = backend.DatabaseWrapper(settings_dict, alias="closed-port")
-    result = await health.database_check(database=database, timeout=2)
-    assert result["ok"] is False and result["error"]
-    assert (await health.database_check())["ok"] is True
-
-
-async def test_check_timeouts(published):
-    """A check that takes longer than its timeout is a failure, not a hang."""
-    result = await health.redis_check(timeout=0.000001)
-    assert result == {"ok": False, "error": "timeout"}
-
-
-# -- subscribe -----------------------------------------------------------------------------
+# -- subscribe -------------------------------------------------------------------------
 
 
 async def test_subscribe_adds_contexts_and_tells_the_stream(http, published):
@@ -368,7 +197,7 @@ async def test_csrf_is_enforced_for_session_signed_in_browsers(published):
     assert acknowledged.status_code == 403
 
 
-# -- acknowledge ---------------------------------------------------------------------------
+# -- acknowledge -----------------------------------------------------------------------
 
 
 async def test_acknowledge_records_the_highest_seq(http, published):
@@ -445,14 +274,3 @@ async def test_acknowledge_malformed_json_and_oversize(http, published):
     padded = json.dumps({"session": "s", "seq": 1, "pad": "x" * 70_000}).encode()
     big = await http.post(ACKNOWLEDGE, content=padded, headers={"Content-Type": "application/json"})
     assert big.status_code == 413
-
-
-# -- documentation -------------------------------------------------------------------------
-
-
-async def test_the_rest_endpoints_are_in_the_openapi_schema(http, published):
-    response = await http.get("/api/schema/")
-    assert response.status_code == 200
-    schema = response.text
-    for path in (SUBSCRIBE, ACKNOWLEDGE, STATUS, HEALTH):
-        assert f"{path}:" in schema, path
