@@ -21,9 +21,11 @@ from bench.common import REPO
 # soak, 22 for the churn soak) and about one in --quick; slow_readers about 4 more (six
 # phases of 32 s, the slow readers' connects and the start-up; quick: under a minute).
 SCENARIOS = (
-    ("trigger_cost", 240, 60),
+    # Quick: 56 s measured on a quiet machine (2026-12-07), more when its database is new.
+    ("trigger_cost", 240, 120),
     ("catchup", 240, 60),
-    ("memory", 240, 40),
+    # Quick: 53 s measured on a quiet machine (2026-12-07); 40 s stopped it every time.
+    ("memory", 240, 120),
     ("baselines", 150, 40),
     ("fanout", 330, 60),
     ("latency", 600, 100),
