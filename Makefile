@@ -1,11 +1,19 @@
 # Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
 
+# PYTHON picks the interpreter (3.11 or newer), e.g. `make test PYTHON=python3.13`. Each
+# gets its own virtual environment (.venv for the default python3, .venv-3.13 for that
+# one), so versions never share one.
 PYTHON ?= python3
-VENV ?= .venv
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PYTHON_VERSION),)
+$(error "$(PYTHON)" does not run here: set PYTHON to a Python 3.11 or newer, e.g. PYTHON=python3.13)
+endif
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(PYTHON_VERSION))
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 HOST ?= 127.0.0.1
+FLOWER_PORT ?= 5555
 DEMO_COMPANIES ?= 100000
 # SIMULATE=0 leaves out the live-update simulator; SIMULATE_RATE is its changes/s.
 SIMULATE ?= 1
@@ -15,7 +23,7 @@ PROCESSES := web worker beat flower publisher $(if $(filter 0,$(SIMULATE)),,simu
 DEBUG ?= 1
 # honcho hands every process its own PORT; the web server reads WEB_PORT instead.
 WEB_PORT := $(PORT)
-export HOST DEMO_COMPANIES DEBUG WEB_PORT SIMULATE_RATE
+export HOST DEMO_COMPANIES DEBUG WEB_PORT FLOWER_PORT SIMULATE_RATE
 # The Procfile's commands (celery; python is the venv's) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -26,6 +34,9 @@ EMBEDDED := $(BIN)/python -m config.embedded run --
 .PHONY: install run test lint migrate seed shell clean-data bench bench-quick
 
 $(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "$(PYTHON) is Python $(PYTHON_VERSION); this project needs 3.11 or newer:" \
+			"make $(MAKECMDGOALS) PYTHON=python3.13 (or another)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
@@ -34,6 +45,9 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 run: install
+	@# A taken port would stop every process a moment after they start; say which first.
+	@$(BIN)/python -m config.ports_check $(HOST) web=$(PORT):PORT \
+		$(if $(filter flower,$(PROCESSES)),flower=$(FLOWER_PORT):FLOWER_PORT@127.0.0.1)
 	@$(EMBEDDED) sh -c '\
 		$(BIN)/python manage.py migrate --noinput && \
 		$(BIN)/python manage.py seed_demo --if-empty --companies $(DEMO_COMPANIES) && \
@@ -42,7 +56,7 @@ run: install
 		echo "  API docs      http://$(HOST):$(PORT)/api/docs/" && \
 		echo "  Admin         http://$(HOST):$(PORT)/admin/  (manage.py createsuperuser)" && \
 		echo "  Metrics       http://$(HOST):$(PORT)/metrics" && \
-		echo "  Flower        http://127.0.0.1:5555/" && \
+		echo "  Flower        http://127.0.0.1:$(FLOWER_PORT)/" && \
 		echo "" && \
 		exec $(BIN)/honcho start $(PROCESSES)'
 

