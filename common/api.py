@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import ApplicationError, PayloadTooLarge, Unavailable
+from common.json import json_too_deep
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,13 @@ def request_body(request: Request, limit: int) -> bytes:
 
 def json_body(request: Request, serializer_class) -> dict:
     """The validated JSON body; 413 over REALTIME_MAX_FRAME_BYTES (the largest client
-    message, PROTOCOL.md), 400 when malformed."""
-    request_body(request, settings.REALTIME_MAX_FRAME_BYTES)
-    try:
-        data = request.data
-    except RecursionError:
-        # json.loads gives up on deeply nested input with RecursionError, which DRF's
-        # parser does not turn into a ParseError.
-        raise ApplicationError("The JSON is nested too deeply.", code="malformed_request") from None
+    message, PROTOCOL.md), 400 when malformed or nested too deep."""
+    raw = request_body(request, settings.REALTIME_MAX_FRAME_BYTES)
+    # DRF's parser would recurse as deep as the interpreter lets it (and 3.11's RecursionError
+    # is not a ParseError to DRF): the depth limit is checked first, the same on every Python.
+    if json_too_deep(raw.decode(errors="replace")):
+        raise ApplicationError("The JSON is nested too deeply.", code="malformed_request")
+    data = request.data
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data

@@ -7,7 +7,6 @@ field) and tell open connections after their commit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from rest_framework.serializers import Serializer
 
 from common.api import ApiView, request_body
 from common.errors import ApplicationError
+from common.json import json_loads_client
 from preferences.policies import refresh_policies_update
 from preferences.selectors import client_policy_resolve, refresh_policies_list
 from preferences.serializers import (
@@ -39,7 +39,7 @@ _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 def json_document(request: Request) -> Any:
     """The request's JSON body: 415 unless JSON, 413 over BODY_MAX_BYTES, 400 when it
-    does not parse (nesting too deep for the parser included)."""
+    does not parse or nests too deep (common.json.CLIENT_JSON_MAX_DEPTH)."""
     if request.content_type.split(";")[0].strip().lower() != "application/json":
         raise ApplicationError(
             "Send the body as application/json.",
@@ -48,8 +48,8 @@ def json_document(request: Request) -> Any:
         )
     raw = request_body(request, BODY_MAX_BYTES)
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        return json_loads_client(raw)
+    except ValueError:
         raise ApplicationError("The body is not valid JSON.", code="malformed_request") from None
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
 from typing import Any
@@ -17,6 +16,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from common.json import json_loads_client
 from realtime import protocol
 from realtime.admission import admission_refusal
 from realtime.metrics import (
@@ -270,7 +270,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         try:
-            message = json.loads(text_data)
+            message = json_loads_client(text_data)
         except ValueError:
             message = None
         if not isinstance(message, dict):
