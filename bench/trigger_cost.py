@@ -24,6 +24,7 @@ import psycopg
 
 from bench.common import bench_database_ready, result_write, verdict
 from bench.harness.tables import measured_on
+from config.embedded import pg_wheel_bin_dir
 
 ROWS = 100_000
 TARGET_BULK_RATIO = 2.0
@@ -165,9 +166,10 @@ def pgbench_binary() -> str:
         found = subprocess.run(["which", candidate], capture_output=True, text=True).stdout
         if found.strip():
             return found.strip()
-    import pgserver  # the embedded default ships one
-
-    return os.path.join(os.path.dirname(pgserver.__file__), "pginstall", "bin", "pgbench")
+    bin_dir = pg_wheel_bin_dir()  # the embedded default's wheel ships one
+    if bin_dir is None:
+        raise SystemExit("pgbench is missing: install postgresql-client or make install")
+    return str(bin_dir / "pgbench")
 
 
 def concurrent_writers(url: str, seconds: int, clients: int) -> dict:

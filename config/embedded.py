@@ -240,14 +240,22 @@ def running_database_url() -> str | None:
     return _pg_url(info.port)
 
 
-def _pg_bin_dir() -> Path:
-    """PostgreSQL binaries: a pgserver wheel's, else the newest under /usr/lib/postgresql."""
+def pg_wheel_bin_dir() -> Path | None:
+    """The PostgreSQL binaries of an installed pgserver wheel (PG_WHEELS), else None."""
     for package, install_dir in PG_WHEELS:
         spec = importlib.util.find_spec(package)
         for location in list(spec.submodule_search_locations or []) if spec else []:
             bin_dir = Path(location) / install_dir / "bin"
             if (bin_dir / "pg_ctl").exists():
                 return bin_dir
+    return None
+
+
+def _pg_bin_dir() -> Path:
+    """PostgreSQL binaries: a pgserver wheel's, else the newest under /usr/lib/postgresql."""
+    wheel = pg_wheel_bin_dir()
+    if wheel is not None:
+        return wheel
     system = [path.parent for path in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")]
     # Version directories are numbers ("15", "16"): shorter names are older.
     system.sort(key=lambda bin_dir: (len(bin_dir.parent.name), bin_dir.parent.name))

@@ -45,7 +45,7 @@ def private_postgres():
     """A running PostgreSQL of this test's own with an empty database `carbon`."""
     bin_dir = pg_bin_dir()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (/usr/lib/postgresql or the pgserver wheel)")
+        pytest.skip("no PostgreSQL binaries (/usr/lib/postgresql or the embedded default's wheel)")
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")

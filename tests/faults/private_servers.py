@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from config.embedded import pg_wheel_bin_dir
 from tests.live.conftest import REPO, free_port, stack_env, wait_for_port
 
 # -- Redis --------------------------------------------------------------------------------
@@ -71,18 +72,12 @@ class PrivateRedis:
 
 
 def pg_bin_dir() -> Path | None:
-    """The newest system PostgreSQL's binaries, else the pgserver wheel's, else None."""
+    """The newest system PostgreSQL's binaries, else the embedded default's wheel's, else None."""
     system = [path.parent for path in Path("/usr/lib/postgresql").glob("*/bin/postgres")]
     system.sort(key=lambda bin_dir: (len(bin_dir.parent.name), bin_dir.parent.name))
     if system:
         return system[-1]
-    with contextlib.suppress(ImportError):
-        import pgserver
-
-        bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
-        if (bin_dir / "postgres").exists():
-            return bin_dir
-    return None
+    return pg_wheel_bin_dir()
 
 
 def _children(pid: int) -> list[int]:
