@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -21,6 +20,7 @@ from changes.publisher import (
     change_log_state_ensure,
     frames_fan_out,
 )
+from common.db import rows_delete_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -134,21 +134,6 @@ def change_log_prune(*, older_than: dt.timedelta | None = None, batch: int | Non
         return len(seqs)
 
     return rows_delete_in_batches(batch=batch, delete_batch=delete_batch)
-
-
-def rows_delete_in_batches(*, batch: int, delete_batch: Callable[[CursorWrapper], int]) -> int:
-    """Call `delete_batch` (which deletes at most `batch` rows and says how many), each time
-    in a transaction of its own, until it deletes fewer than `batch`. How many in all.
-
-    A transaction per batch: retention must not lock a busy table's old rows all at once
-    while live writes wait behind it."""
-    deleted = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            count = delete_batch(cursor)
-        deleted += count
-        if count < batch:
-            return deleted
 
 
 def publish_and_schedule() -> PublishResult | None:

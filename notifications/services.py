@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from changes.services import rows_delete_in_batches
+from common.db import rows_delete_in_batches
 from common.errors import ApplicationError, NotFound
 from notifications.selectors import notification_id_parse, notification_visible
 
