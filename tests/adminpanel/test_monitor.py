@@ -18,6 +18,7 @@ from adminpanel.monitor import (
 from adminpanel.redis_store import key, redis_client
 from realtime.hub import get_hub
 from tests.adminpanel.conftest import auser_with_token, connected, next_of, token_header
+from tests.offsite import offsite_assets
 from tests.realtime.conftest import ORIGIN, make_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -201,7 +202,8 @@ def test_the_monitoring_page_is_staff_only(client, regular_user, staff_user):
     html = page.content.decode()
     assert 'type="module"' in html and "js/admin/monitor.js" in html
     assert 'data-figure="connections.websocket"' in html
-    assert "vendor/uplot/uPlot.min.css" in html and "cdn" not in html.lower()
+    assert "vendor/uplot/uPlot.min.css" in html
+    assert offsite_assets(html) == []
 
 
 def test_the_monitor_snapshot_endpoint(staff_client, world):

@@ -12,6 +12,7 @@ from tests.factories import (
     IndustryBenchmarkFactory,
     IndustryFactory,
 )
+from tests.offsite import offsite_assets
 
 pytestmark = pytest.mark.django_db
 
@@ -290,7 +291,8 @@ def test_openapi_schema_and_docs(api_client, db):
     assert b"/api/companies/" in schema.content
     docs = api_client.get("/api/docs/")
     assert docs.status_code == 200
-    assert b"cdn" not in docs.content.lower()
+    assert "/static/" in docs.content.decode()
+    assert offsite_assets(docs.content.decode()) == []
 
 
 def test_responses_carry_the_change_seq_they_are_consistent_with(api_client, world):
