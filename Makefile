@@ -23,13 +23,22 @@ PROCESSES := web worker beat flower publisher $(if $(filter 0,$(SIMULATE)),,simu
 DEBUG ?= 1
 # honcho hands every process its own PORT; the web server reads WEB_PORT instead.
 WEB_PORT := $(PORT)
-export HOST DEMO_COMPANIES DEBUG WEB_PORT FLOWER_PORT SIMULATE_RATE
+# WEB_PROCESSES=N (N > 1) runs N web processes behind HAProxy on PORT (config/web.py).
+WEB_PROCESSES ?= 1
+export HOST DEMO_COMPANIES DEBUG WEB_PORT FLOWER_PORT SIMULATE_RATE WEB_PROCESSES
 # The Procfile's commands (celery; python is the venv's) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # Starts the embedded PostgreSQL / Redis for whichever of DATABASE_URL / REDIS_URL is
 # unset, runs the command with them, and stops what it started when the command ends.
 EMBEDDED := $(BIN)/python -m config.embedded run --
+
+# collectstatic's output, which the web server serves with DEBUG off (config/static_files.py):
+# hashed names, their .gz/.br variants, the manifest. Collected again only when a static
+# source, the storage or the installed packages (the admin's and API docs' files) change.
+# The test suite collects its own (tests/static/collected.py).
+export STATIC_ROOT := $(abspath $(or $(STATIC_ROOT),.data/staticfiles))
+STATIC_MANIFEST := $(STATIC_ROOT)/staticfiles.json
 
 .PHONY: install run test lint migrate seed shell clean-data bench bench-quick
 
@@ -44,7 +53,18 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-run: install
+$(STATIC_MANIFEST): $(INSTALLED) config/static_files.py $(shell find static)
+	@echo "Collecting static files into $(STATIC_ROOT)"
+	@$(EMBEDDED) $(BIN)/python manage.py collectstatic --noinput -v0
+
+run: install $(STATIC_MANIFEST)
+	@# More than one web process runs behind Debian's haproxy: installed when missing.
+	@if [ "$(WEB_PROCESSES)" != "1" ] && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then \
+		echo "WEB_PROCESSES=$(WEB_PROCESSES) needs haproxy; installing Debian's package"; \
+		{ [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; }; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq haproxy \
+			|| { echo "could not install haproxy: install it, or run WEB_PROCESSES=1 make run"; exit 1; }; \
+	fi
 	@# A taken port would stop every process a moment after they start; say which first.
 	@$(BIN)/python -m config.ports_check $(HOST) web=$(PORT):PORT \
 		$(if $(filter flower,$(PROCESSES)),flower=$(FLOWER_PORT):FLOWER_PORT@127.0.0.1)
@@ -72,11 +92,11 @@ test: install
 
 # Benchmarks on this machine's real stack; they write docs/benchmarks.md (15-18 min plus
 # about 30 for the two soaks / a few).
-bench: install
+bench: install $(STATIC_MANIFEST)
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	@$(EMBEDDED) $(BIN)/python -m bench.run
 
-bench-quick: install
+bench-quick: install $(STATIC_MANIFEST)
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	@$(EMBEDDED) $(BIN)/python -m bench.run --quick
 

@@ -15,6 +15,8 @@ import redis
 from django.conf import settings
 from redis import asyncio as redis_asyncio
 
+from common import redis_connection
+
 # Every Redis call for figures gives up after this long: a figure is not worth waiting
 # for, and a scrape or a monitor tick must not hang on a Redis that is away.
 REDIS_TIMEOUT_S = 0.5
@@ -32,8 +34,7 @@ def redis_client() -> redis.Redis:
     """This process's synchronous client (thread safe: redis-py pools its connections)."""
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(
-            settings.REDIS_URL,
+        _sync_client = redis_connection.redis_client(
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
@@ -45,8 +46,7 @@ def redis_async_client() -> redis_asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = _async_clients[loop] = redis_asyncio.Redis.from_url(
-            settings.REDIS_URL,
+        client = _async_clients[loop] = redis_connection.redis_async_client(
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )

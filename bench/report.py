@@ -14,6 +14,7 @@ from bench.common import REPO, RESULTS
 # Each scenario module writes bench/results/<name>.json and renders its own section.
 SCENARIOS = (
     "latency",
+    "scale_out",
     "slow_readers",
     "transports",
     "fanout",

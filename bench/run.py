@@ -29,6 +29,8 @@ SCENARIOS = (
     ("baselines", 150, 40),
     ("fanout", 330, 60),
     ("latency", 600, 100),
+    # Three stacks (direct, HAProxy with one and two web processes), two rates each.
+    ("scale_out", 420, 120),
     ("slow_readers", 420, 90),
     ("transports", 300, 60),
     ("bandwidth", 150, 60),

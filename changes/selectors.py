@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 
 from changes.items import ChangeItem, change_item
 from changes.models import AUDIENCE_BITS
@@ -16,6 +16,14 @@ from changes.publisher import (
     captured_change_from_row,
     change_log_state_ensure,
     industry_slugs,
+)
+from changes.replica import (
+    PRIMARY,
+    REPLICA,
+    REPLICA_ERRORS,
+    read_counted,
+    replica_failed,
+    replica_state,
 )
 
 RESET_EPOCH_CHANGED = "epoch_changed"
@@ -58,8 +66,10 @@ class CatchUp:
     resets: list[ContextReset] = field(default_factory=list)
 
 
-def change_log_state() -> LogState:
-    """Epoch, head and retained start, in one read."""
+def change_log_state(*, using: str = PRIMARY) -> LogState:
+    """Epoch, head and retained start, in one read (of the database `using`)."""
+    if using != PRIMARY:
+        return _replica_log_state(using)
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(
@@ -71,6 +81,35 @@ def change_log_state() -> LogState:
                 return LogState(*row)
             change_log_state_ensure(cursor)
     raise RuntimeError("change_log_state could not be created")
+
+
+def _replica_log_state(alias: str) -> LogState:
+    # A replica is read-only: a row it does not have yet is not created there; head -1
+    # makes it "behind" every cursor, so the primary answers.
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT epoch, head_seq, pruned_through_seq, last_published_at"
+            " FROM change_log_state WHERE id = 1"
+        )
+        row = cursor.fetchone()
+    return LogState(*row) if row is not None else LogState("", -1, 0, None)
+
+
+def state_for_read(*, fresh_through: int = 0, epoch: str | None = None) -> tuple[str, LogState]:
+    """The database a read-only snapshot or catch-up reads (an alias) and the log state
+    read there first: the replica when it is usable and its head is at least
+    `fresh_through` (and it is in `epoch`, when given), else the primary.
+
+    Read the data after this state, on the same alias: the replica only moves forward,
+    so every change at or below the state's head is in what is read next.
+    """
+    accept = None if epoch is None else (lambda state: state.epoch == epoch)
+    state = replica_state(
+        lambda alias: change_log_state(using=alias), fresh_through=fresh_through, accept=accept
+    )
+    if state is not None:
+        return read_counted(REPLICA), state
+    return read_counted(PRIMARY), change_log_state()
 
 
 def seq_at(moment: dt.datetime) -> int:
@@ -100,6 +139,7 @@ def changes_since(
     audience: str,
     limit: int,
     epoch: str | None = None,
+    fresh_through: int = 0,
 ) -> CatchUp:
     """Every item after each context's cursor that `audience` may see, in seq order.
 
@@ -107,8 +147,30 @@ def changes_since(
     items of one seq; `cursors` are where to continue. A cursor above the head, below
     the retained log, from another epoch, or missing more than CATCHUP_MAX_CHANGES
     changes yields a reset for its context instead.
+
+    Read from the replica when its head reaches every cursor and `fresh_through` (the
+    newest seq the caller knows was published), else from the primary; a replica that
+    fails during the read is left and the primary answers.
     """
-    state = change_log_state()
+    fresh_through = max([fresh_through, *cursors.values()])
+    alias, state = state_for_read(fresh_through=fresh_through, epoch=epoch)
+    if alias == REPLICA:
+        try:
+            return _changes_since(alias, state, cursors, audience, limit, epoch)
+        except REPLICA_ERRORS as exc:
+            replica_failed(exc)
+            alias, state = read_counted(PRIMARY), change_log_state()
+    return _changes_since(alias, state, cursors, audience, limit, epoch)
+
+
+def _changes_since(
+    alias: str,
+    state: LogState,
+    cursors: dict[str, int],
+    audience: str,
+    limit: int,
+    epoch: str | None,
+) -> CatchUp:
     result = CatchUp(epoch=state.epoch, head_seq=state.head_seq)
     bit = AUDIENCE_BITS[audience]
     if epoch is not None and epoch != state.epoch:
@@ -116,7 +178,7 @@ def changes_since(
         result.cursors = dict.fromkeys(cursors, state.head_seq)
         return result
 
-    with connection.cursor() as cursor:
+    with connections[alias].cursor() as cursor:
         wanted: dict[str, int] = {}
         for context, cursor_seq in cursors.items():
             reason = None
@@ -217,12 +279,18 @@ RECENT_SCAN_ROUTES = 2000
 
 
 def recent_changes(
-    *, context: str, audience: str, limit: int, exclude_entities: tuple[str, ...] = ("aggregate",)
+    *,
+    context: str,
+    audience: str,
+    limit: int,
+    exclude_entities: tuple[str, ...] = ("aggregate",),
+    using: str = PRIMARY,
 ) -> list[ChangeItem]:
     """The newest items of one context that `audience` may see, newest first (for a
-    recent-changes feed), leaving out `exclude_entities`."""
+    recent-changes feed), leaving out `exclude_entities`; read from the database
+    `using` (see state_for_read)."""
     bit = AUDIENCE_BITS[audience]
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(
             f"SELECT {', '.join('d.' + c.strip() for c in CLAIM_COLUMNS.split(','))},"
             " d.seq, d.significance, d.contexts, d.audience"

@@ -14,6 +14,8 @@ import weakref
 from django.conf import settings
 from limits import aio, storage, strategies
 
+from common.redis_connection import redis_async_pool, redis_pool
+
 _SYNC_SCHEMES = {"unix": "redis+unix"}
 _ASYNC_SCHEMES = {"redis": "async+redis", "rediss": "async+rediss", "unix": "async+redis+unix"}
 
@@ -34,11 +36,12 @@ def rate_limiter(*, timeout_s: float) -> strategies.FixedWindowRateLimiter:
     Redis that does not answer means: refuse, or let the request through)."""
     limiter = _sync.get(timeout_s)
     if limiter is None:
+        # The pool decides where the commands go (the master, through Sentinel or not);
+        # the URI only tells the library which client to build around it.
         backend = storage.RedisStorage(
             storage_uri(settings.REDIS_URL),
+            connection_pool=redis_pool(socket_timeout=timeout_s, socket_connect_timeout=timeout_s),
             key_prefix=f"{settings.REDIS_PREFIX}:limits",
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
         )
         limiter = _sync[timeout_s] = strategies.FixedWindowRateLimiter(backend)
     return limiter
@@ -53,9 +56,10 @@ def rate_limiter_async(*, timeout_s: float) -> aio.strategies.FixedWindowRateLim
         backend = aio.storage.RedisStorage(
             storage_uri(settings.REDIS_URL, asynchronous=True),
             implementation="redispy",
+            connection_pool=redis_async_pool(
+                socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            ),
             key_prefix=f"{settings.REDIS_PREFIX}:limits",
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
         )
         limiter = limiters[timeout_s] = aio.strategies.FixedWindowRateLimiter(backend)
     return limiter

@@ -5,12 +5,16 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
-# Django must be set up before anything imports models (routing, consumers). Static files
-# are answered before Django's middleware (settings.py says why not WhiteNoise).
-django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
+# Django must be set up before anything imports models (routing, consumers).
+django_app = get_asgi_application()
+
+from config.static_files import static_files_app  # noqa: E402
+
+# Static files are answered before Django's middleware: with DEBUG off, the hashed names
+# collectstatic wrote, cacheable for a year by a CDN (config/static_files.py).
+django_asgi_app = static_files_app(django_app)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

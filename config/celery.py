@@ -11,10 +11,11 @@ import logging
 import os
 import time
 
-import redis
 from celery import Celery, current_app
 from celery.signals import heartbeat_sent
 from django.conf import settings
+
+from common.redis_connection import redis_client, redis_client_close
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -40,8 +41,7 @@ def _workers_key() -> str:
 
 
 def _redis():
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
+    return redis_client(
         socket_connect_timeout=BROKER_CHECK_TIMEOUT_S,
         socket_timeout=BROKER_CHECK_TIMEOUT_S,
     )
@@ -60,7 +60,7 @@ def _worker_seen(sender, **kwargs) -> None:
         try:
             client.hset(_workers_key(), sender.eventer.hostname, time.time())
         finally:
-            client.close()
+            redis_client_close(client)
     except Exception as exc:  # the worker's own heartbeat must go on
         logger.warning("could not record this worker in Redis: %r", exc)
 
@@ -79,7 +79,7 @@ def celery_workers_seen(*, stale_after_s: float) -> list[dict]:
         if stale:
             client.hdel(_workers_key(), *(name for name, _ in stale))
     finally:
-        client.close()
+        redis_client_close(client)
     return [
         {"name": name, "seen_s": round(age, 1)} for name, age in sorted(fresh, key=lambda w: w[1])
     ]

@@ -2,6 +2,9 @@
 
 Audience (PROTOCOL.md): anonymous and ordinary users see public companies and their
 records except `rejected` ones; staff see everything.
+
+`using` names the database a read-only snapshot reads (changes.selectors.state_for_read
+chooses it: the replica when fresh enough); by default the primary.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
+from changes.replica import PRIMARY
 from common.errors import NotFound
 from emissions.models import (
     Company,
@@ -39,17 +43,19 @@ def user_sees_everything(*, user: Any) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_staff)
 
 
-def company_visible_queryset(*, user: Any) -> QuerySet[Company]:
+def company_visible_queryset(*, user: Any, using: str = PRIMARY) -> QuerySet[Company]:
     """Companies the user may see."""
-    companies = Company.objects.select_related("industry")
+    companies = Company.objects.using(using).select_related("industry")
     if user_sees_everything(user=user):
         return companies
     return companies.filter(is_public=True)
 
 
-def emission_record_visible_queryset(*, user: Any) -> QuerySet[EmissionRecord]:
+def emission_record_visible_queryset(
+    *, user: Any, using: str = PRIMARY
+) -> QuerySet[EmissionRecord]:
     """Emission records the user may see."""
-    records = EmissionRecord.objects.all()
+    records = EmissionRecord.objects.using(using).all()
     if user_sees_everything(user=user):
         return records
     return records.filter(company__is_public=True).exclude(
@@ -64,9 +70,10 @@ def company_list(
     country: str | None = None,
     verification_status: str | None = None,
     search: str | None = None,
+    using: str = PRIMARY,
 ) -> QuerySet[Company]:
     """The directory: visible companies, filtered; ordering is the caller's."""
-    companies = company_visible_queryset(user=user)
+    companies = company_visible_queryset(user=user, using=using)
     if industry is not None:
         companies = companies.filter(industry=industry)
     if country:
@@ -78,24 +85,24 @@ def company_list(
     return companies
 
 
-def company_get(*, user: Any, company_id: uuid.UUID | str) -> Company:
+def company_get(*, user: Any, company_id: uuid.UUID | str, using: str = PRIMARY) -> Company:
     """One visible company; a hidden one is as absent as a missing one."""
     try:
-        return company_visible_queryset(user=user).get(pk=company_id)
+        return company_visible_queryset(user=user, using=using).get(pk=company_id)
     except (Company.DoesNotExist, ValueError) as exc:
         raise NotFound("No such company.") from exc
 
 
 def company_emission_records(*, user: Any, company: Company) -> list[EmissionRecord]:
-    """The company's visible records, oldest year first."""
-    return list(
-        emission_record_visible_queryset(user=user).filter(company=company).order_by("year")
-    )
+    """The company's visible records, oldest year first (from the database the company
+    was read from)."""
+    records = emission_record_visible_queryset(user=user, using=company._state.db or PRIMARY)
+    return list(records.filter(company=company).order_by("year"))
 
 
-def company_names(*, user: Any, company_ids: list[str]) -> dict[str, dict]:
+def company_names(*, user: Any, company_ids: list[str], using: str = PRIMARY) -> dict[str, dict]:
     """Name, country and industry slug of the visible companies among `company_ids`."""
-    rows = company_visible_queryset(user=user).filter(pk__in=company_ids)
+    rows = company_visible_queryset(user=user, using=using).filter(pk__in=company_ids)
     return {
         str(company.id): {
             "name": company.name,
@@ -106,30 +113,33 @@ def company_names(*, user: Any, company_ids: list[str]) -> dict[str, dict]:
     }
 
 
-def industry_get_by_slug(*, slug: str) -> Industry | None:
+def industry_get_by_slug(*, slug: str, using: str = PRIMARY) -> Industry | None:
     """The industry with this slug, or None."""
-    return Industry.objects.filter(slug=slug).first()
+    return Industry.objects.using(using).filter(slug=slug).first()
 
 
-def industry_get(*, slug: str) -> Industry:
+def industry_get(*, slug: str, using: str = PRIMARY) -> Industry:
     """The industry with this slug; industries themselves are public."""
-    industry = industry_get_by_slug(slug=slug)
+    industry = industry_get_by_slug(slug=slug, using=using)
     if industry is None:
         raise NotFound("No such industry.")
     return industry
 
 
-def reporting_year(*, user: Any) -> int | None:
+def reporting_year(*, user: Any, using: str = PRIMARY) -> int | None:
     """The most recent year with visible emission data (the dashboards' default year)."""
-    return emission_record_visible_queryset(user=user).aggregate(year=Max("year"))["year"]
+    records = emission_record_visible_queryset(user=user, using=using)
+    return records.aggregate(year=Max("year"))["year"]
 
 
-def industry_totals_for_year(*, user: Any, year: int | None) -> dict[uuid.UUID, dict]:
+def industry_totals_for_year(
+    *, user: Any, year: int | None, using: str = PRIMARY
+) -> dict[uuid.UUID, dict]:
     """Per-industry totals for one year over what the user may see, keyed by industry id."""
     if year is None:
         return {}
     rows = (
-        emission_record_visible_queryset(user=user)
+        emission_record_visible_queryset(user=user, using=using)
         .filter(year=year)
         .values("company__industry_id")
         .annotate(**_YEAR_SUMS)
@@ -137,16 +147,17 @@ def industry_totals_for_year(*, user: Any, year: int | None) -> dict[uuid.UUID, 
     return {row.pop("company__industry_id"): row for row in rows}
 
 
-def industry_list(*, user: Any) -> QuerySet[Industry]:
+def industry_list(*, user: Any, using: str = PRIMARY) -> QuerySet[Industry]:
     """Industries with the number of companies the user may see."""
     visible = Q() if user_sees_everything(user=user) else Q(companies__is_public=True)
-    return Industry.objects.annotate(company_count=Count("companies", filter=visible))
+    return Industry.objects.using(using).annotate(company_count=Count("companies", filter=visible))
 
 
 def industry_totals_by_year(*, user: Any, industry: Industry) -> list[dict]:
-    """The industry's visible emissions summed per year, oldest first."""
+    """The industry's visible emissions summed per year, oldest first (from the database
+    the industry was read from)."""
     return list(
-        emission_record_visible_queryset(user=user)
+        emission_record_visible_queryset(user=user, using=industry._state.db or PRIMARY)
         .filter(company__industry=industry)
         .values("year")
         .annotate(**_YEAR_SUMS)
@@ -159,12 +170,12 @@ def industry_benchmarks(*, industry: Industry) -> list[IndustryBenchmark]:
     return list(industry.benchmarks.order_by("year", "metric"))
 
 
-def overview_get(*, user: Any, year: int | None = None) -> dict:
+def overview_get(*, user: Any, year: int | None = None, using: str = PRIMARY) -> dict:
     """Platform totals, totals by industry and the top emitters for one year."""
     if year is None:
-        year = reporting_year(user=user)
-    by_industry = industry_totals_for_year(user=user, year=year)
-    industries = {industry.id: industry for industry in industry_list(user=user)}
+        year = reporting_year(user=user, using=using)
+    by_industry = industry_totals_for_year(user=user, year=year, using=using)
+    industries = {industry.id: industry for industry in industry_list(user=user, using=using)}
 
     industry_rows = []
     for industry_id, industry in industries.items():
@@ -185,7 +196,7 @@ def overview_get(*, user: Any, year: int | None = None) -> dict:
         return sum((row.get(key) or 0 for row in by_industry.values()), 0)
 
     top_records = (
-        emission_record_visible_queryset(user=user)
+        emission_record_visible_queryset(user=user, using=using)
         .filter(year=year)
         .select_related("company__industry")
         .order_by("-total_tonnes", "id")[:TOP_EMITTERS]

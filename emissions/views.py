@@ -13,7 +13,8 @@ from rest_framework.views import APIView
 
 from changes.contexts import OVERVIEW
 from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF
-from changes.selectors import change_log_state, recent_changes
+from changes.replica import PRIMARY, REPLICA, REPLICA_ERRORS, read_counted, replica_failed
+from changes.selectors import change_log_state, recent_changes, state_for_read
 from common.errors import InvalidParameter, NotFound
 from emissions import selectors
 from emissions.models import TOTAL_SORT, VerificationStatus
@@ -39,16 +40,41 @@ from emissions.serializers import (
 class ChangeSeqMixin:
     """Marks a dashboard response with the change-log position it is consistent with.
 
-    The head is read before the data: every change published at or below it was
-    committed before the data was read, so the response reflects it, and a client that
-    applies the changes after `seq` converges on the live state (items carry absolute
-    values, so re-applying one the snapshot already shows is harmless).
+    The head is read before the data, on the same database: every change published at
+    or below it was committed before the data was read, so the response reflects it, and
+    a client that applies the changes after `seq` converges on the live state (items
+    carry absolute values, so re-applying one the snapshot already shows is harmless).
+
+    The database is `self.read_alias` (changes.selectors.state_for_read): the replica
+    when it is fresh enough, that is at least at the `X-Change-Seq-Min` request header
+    when a client sends the seq it already holds. A replica that fails during the
+    request is left and the primary answers it (newer data than `seq`: harmless).
     """
+
+    read_alias = PRIMARY
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        self.read_alias, state = state_for_read(fresh_through=_seq_min(request))
+        self.change_seq, self.change_epoch = state.head_seq, state.epoch
+
+    def filter_queryset(self, queryset):
+        # The list views' querysets, on the database the head was read from.
+        return super().filter_queryset(queryset).using(self.read_alias)
+
+    def handle_exception(self, exc):
+        if self.read_alias != REPLICA or not isinstance(exc, REPLICA_ERRORS):
+            return super().handle_exception(exc)
+        replica_failed(exc)
+        self.read_alias = read_counted(PRIMARY)
         state = change_log_state()
         self.change_seq, self.change_epoch = state.head_seq, state.epoch
+        try:
+            return getattr(self, self.request.method.lower())(
+                self.request, *self.args, **self.kwargs
+            )
+        except Exception as again:
+            return super().handle_exception(again)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -59,6 +85,16 @@ class ChangeSeqMixin:
                 response.data["seq"] = self.change_seq
                 response.data["epoch"] = self.change_epoch
         return response
+
+
+def _seq_min(request: Request) -> int:
+    """The `X-Change-Seq-Min` header: the seq the client already holds (0 when absent)."""
+    value = request.headers.get("X-Change-Seq-Min", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidParameter("X-Change-Seq-Min must be a non-negative integer (a seq).")
+    return int(value)
 
 
 # The directory page's orderings, as the API names them, with their labels.
@@ -107,7 +143,9 @@ class CompanyListView(ChangeSeqMixin, generics.ListAPIView):
         params = self.query
         industry = None
         if "industry" in params:
-            industry = selectors.industry_get_by_slug(slug=params["industry"])
+            industry = selectors.industry_get_by_slug(
+                slug=params["industry"], using=self.read_alias
+            )
             if industry is None:
                 raise InvalidParameter(f"Unknown industry: {params['industry']}.")
         companies = selectors.company_list(
@@ -141,7 +179,9 @@ class CompanyDetailView(ChangeSeqMixin, APIView):
         query = validated_query(
             request, FieldsQuerySerializer, allowed_fields=COMPANY_DETAIL_FIELDS
         )
-        company = selectors.company_get(user=request.user, company_id=company_id)
+        company = selectors.company_get(
+            user=request.user, company_id=company_id, using=self.read_alias
+        )
         company.visible_records = selectors.company_emission_records(
             user=request.user, company=company
         )
@@ -173,9 +213,11 @@ class IndustryDetailView(ChangeSeqMixin, APIView):
 
     def get(self, request: Request, slug: str) -> Response:
         validated_query(request, NoQuerySerializer)
-        industry = selectors.industry_get(slug=slug)
+        industry = selectors.industry_get(slug=slug, using=self.read_alias)
         company_count = (
-            selectors.company_visible_queryset(user=request.user).filter(industry=industry).count()
+            selectors.company_visible_queryset(user=request.user, using=self.read_alias)
+            .filter(industry=industry)
+            .count()
         )
         return Response(
             {
@@ -200,7 +242,9 @@ class OverviewView(ChangeSeqMixin, APIView):
 
     def get(self, request: Request) -> Response:
         query = validated_query(request, OverviewQuerySerializer)
-        return Response(selectors.overview_get(user=request.user, year=query.get("year")))
+        return Response(
+            selectors.overview_get(user=request.user, year=query.get("year"), using=self.read_alias)
+        )
 
 
 @extend_schema(
@@ -216,13 +260,17 @@ class RecentChangesView(ChangeSeqMixin, APIView):
         audience = (
             AUDIENCE_STAFF if selectors.user_sees_everything(user=request.user) else AUDIENCE_PUBLIC
         )
-        items = recent_changes(context=OVERVIEW, audience=audience, limit=query["limit"])
+        items = recent_changes(
+            context=OVERVIEW, audience=audience, limit=query["limit"], using=self.read_alias
+        )
         company_ids = {
             item["id"] if item["entity"] == "company" else item["fields"].get("company_id")
             for item in items
         }
         company_ids.discard(None)
-        companies = selectors.company_names(user=request.user, company_ids=sorted(company_ids))
+        companies = selectors.company_names(
+            user=request.user, company_ids=sorted(company_ids), using=self.read_alias
+        )
         return Response({"changes": items, "companies": companies})
 
 

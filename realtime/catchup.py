@@ -37,7 +37,9 @@ class CatchUp:
             else:
                 self.cursors[context] = start
                 if not self.paused:
-                    await self._catch_up(context, start, through=None, paced=True)
+                    await self._catch_up(
+                        context, start, through=None, paced=True, fresh_through=state.head_seq
+                    )
             await self._flush(context)
 
     async def _reset(self, context: str, reason: str, state) -> None:
@@ -54,13 +56,17 @@ class CatchUp:
         through: int | None,
         paced: bool = False,
         merged: bool = False,
+        fresh_through: int = 0,
     ) -> None:
         """Send the context's logged changes after `after` (up to the head, or `through`):
         from the hub's memory when its recent frames reach back that far (what is newer
         than them is still on its way and arrives live), else from the log. `paced`: as
         fast as the client reads (a subscription's catch-up, on the connection's own
         task; never from the hub's delivery). `merged`: the frames from memory go as one
-        batch (split at max_batch), as the log's page would, for a paced category."""
+        batch (split at max_batch), as the log's page would, for a paced category.
+        `fresh_through`: a seq known to be published (the head the client was told): the
+        log is read from a database that has it, or the catch-up would stop short of it
+        (a read replica behind) with nothing to bring the rest until the next change."""
         send = functools.partial(self.send, paced=paced)
         recent = self.hub.follower(self.audience).recent_after(
             context, after, most=settings.CATCHUP_MAX_CHANGES
@@ -73,8 +79,12 @@ class CatchUp:
         limit = settings.PUBLISHER_FRAME_MAX_ITEMS
         cursor = after
         while not self.closed:
+            # `through` is published too (a frame follows it).
             page = await database_sync_to_async(changes_since)(
-                cursors={context: cursor}, audience=self.audience, limit=limit
+                cursors={context: cursor},
+                audience=self.audience,
+                limit=limit,
+                fresh_through=max(fresh_through, through or 0),
             )
             if page.resets:
                 await send(

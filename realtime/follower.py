@@ -44,10 +44,13 @@ class OutFrame:
     routed: int | None = None
 
 
-async def fetch_from_log(*, context: str, after: int, audience: str, limit: int) -> CatchUp:
-    """changes_since for one context, from async code."""
+async def fetch_from_log(
+    *, context: str, after: int, audience: str, limit: int, through: int = 0
+) -> CatchUp:
+    """changes_since for one context, from async code; from a database whose head is at
+    least `through` (a read replica behind it would leave the gap open)."""
     return await database_sync_to_async(changes_since)(
-        cursors={context: after}, audience=audience, limit=limit
+        cursors={context: after}, audience=audience, limit=limit, fresh_through=through
     )
 
 
@@ -244,7 +247,7 @@ class ContextFollower:
         while self.last.get(context, through) < through:
             after = self.last[context]
             catch_up = await self.fetch(
-                context=context, after=after, audience=self.audience, limit=limit
+                context=context, after=after, audience=self.audience, limit=limit, through=through
             )
             if catch_up.resets:
                 reset = catch_up.resets[0]

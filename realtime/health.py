@@ -1,6 +1,7 @@
 """Health checks (GET /api/realtime/health): the database, Redis, the channel layer, the
-publisher's lag, and live connection counts. Each check runs with a timeout and reports
-its own failure; `health_report` runs them all at once."""
+publisher's lag, and live connection counts, in total and per server process (several
+run behind HAProxy: config/web.py). Each check runs with a timeout and reports its own
+failure; `health_report` runs them all at once."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
-from redis import asyncio as redis_asyncio
+from django.db.models import Count
 
 from changes.selectors import publisher_backlog
+from common.redis_connection import RedisTarget, redis_async_client_close, redis_target
 from config.celery import celery_status
-from realtime.models import Transport
+from realtime.models import ActiveConnection, Transport
 from realtime.selectors import connection_counts
 
 # Each health check gives up after this long. A round trip to a local PostgreSQL or
@@ -83,16 +84,19 @@ async def database_check(*, database=None, timeout: float = HEALTH_CHECK_TIMEOUT
 
 
 async def redis_check(*, url: str | None = None, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
-    """PING on a fresh connection to `url` (default: REDIS_URL)."""
+    """ROLE on a fresh connection to `url` (default: REDIS_URL), which must answer
+    `master`: through Sentinel, the connection goes to the master the sentinels name now,
+    and a server that answers as a replica (an old master back after a failover) fails."""
 
     async def probe() -> None:
-        client = redis_asyncio.Redis.from_url(
-            url or settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout
-        )
+        target = RedisTarget.parse(url) if url else redis_target()
+        client = target.async_client(socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
-            await client.ping()
+            role = await client.execute_command("ROLE")
         finally:
-            await client.aclose()
+            await redis_async_client_close(client)
+        if role[0] not in (b"master", "master"):
+            raise RuntimeError("Redis answers as a replica")
 
     return await _timed(probe, timeout)
 
@@ -152,6 +156,33 @@ async def connections_check(*, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
         return dict.fromkeys([*Transport.values, "total"])
 
 
+def _connections_by_process() -> list[dict]:
+    """Live connections of each server process (`server`: hostname:pid, as
+    realtime.services.SERVER and the monitor name it) by transport, with its total;
+    processes holding none are not listed (the monitor lists every running one)."""
+    rows = (
+        ActiveConnection.objects.values_list("server", "transport")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    processes: dict[str, dict] = {}
+    for server, transport, n in rows:
+        counts = processes.setdefault(
+            server, {"server": server, **dict.fromkeys(Transport.values, 0), "total": 0}
+        )
+        counts[transport] = n
+        counts["total"] += n
+    return [processes[server] for server in sorted(processes)]
+
+
+async def processes_check(*, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> list[dict] | None:
+    """`_connections_by_process`; None when it cannot be read."""
+    try:
+        return await asyncio.wait_for(_in_thread(_connections_by_process), timeout)
+    except Exception:
+        return None
+
+
 async def celery_check(*, timeout: float = HEALTH_CHECK_TIMEOUT_S) -> dict:
     """Celery's broker and workers (config.celery.celery_status)."""
     try:
@@ -176,12 +207,13 @@ async def health_report() -> dict:
     Celery is reported beside the checks, not among them: live updates do not wait for
     it (the publisher runs on its own), so a missing worker shows on the operators' page
     without taking every server out of a load balancer with a 503."""
-    database, redis, layer, publisher, counts, celery = await asyncio.gather(
+    database, redis, layer, publisher, counts, processes, celery = await asyncio.gather(
         database_check(),
         redis_check(),
         channel_layer_check(),
         publisher_check(),
         connections_check(),
+        processes_check(),
         celery_check(),
     )
     checks = {"database": database, "redis": redis, "channel_layer": layer, "publisher": publisher}
@@ -190,5 +222,6 @@ async def health_report() -> dict:
         "status": "ok" if healthy else "degraded",
         "checks": checks,
         "connections": counts,
+        "processes": processes,
         "celery": celery,
     }

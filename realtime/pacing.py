@@ -70,7 +70,15 @@ class Pacing:
                 if context not in self.cursors or self.paused or not rule.live:
                     continue  # the cursor stays put; resume catches up from it
                 if overflow:
-                    await self._catch_up(context, self.cursors[context], through=None, merged=True)
+                    # The held frames' newest seq is published: read a log that has it.
+                    newest = max((frame.seq_to for frame in frames), default=0)
+                    await self._catch_up(
+                        context,
+                        self.cursors[context],
+                        through=None,
+                        merged=True,
+                        fresh_through=newest,
+                    )
                     self.last_sent_at[context] = loop.time()
                     continue
                 for merged in self._merged(context, frames):

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import QueryDict
 from django.utils.dateparse import parse_datetime
@@ -25,6 +26,7 @@ from limits import parse as parse_rate
 from limits.aio.strategies import FixedWindowRateLimiter
 
 from changes.contexts import SYSTEM
+from changes.replica import replica_configured
 from changes.selectors import (
     RESET_CURSOR_INVALID,
     RESET_CURSOR_TOO_OLD,
@@ -218,8 +220,11 @@ def poll_scope(*, query: PollQuery, user: Any) -> PollScope:
     return PollScope(cursor, requested, list(dict.fromkeys(permitted)), rejected)
 
 
-def poll_page(*, scope: PollScope, audience: str, limit: int, epoch: str | None) -> dict:
-    """One answer of the polling fallback (the response body, before encoding)."""
+def poll_page(
+    *, scope: PollScope, audience: str, limit: int, epoch: str | None, fresh_through: int = 0
+) -> dict:
+    """One answer of the polling fallback (the response body, before encoding), from a
+    database whose head is at least `fresh_through` (see changes_since)."""
     if not scope.contexts:
         # Nothing to read; still refuse a cursor or an epoch the log cannot serve.
         state = change_log_state()
@@ -235,6 +240,7 @@ def poll_page(*, scope: PollScope, audience: str, limit: int, epoch: str | None)
         audience=audience,
         limit=limit,
         epoch=epoch,
+        fresh_through=fresh_through,
     )
     if page.resets:
         # One cursor serves every polled context, so a reset of any is a reset of all:
@@ -307,8 +313,12 @@ class PollWaiter:
 
     def __init__(self) -> None:
         self.woken = asyncio.Event()
+        # The newest seq a frame told of: the read it wakes must see it (a read replica
+        # behind it would answer "nothing new" and the poll would sleep on).
+        self.seen_seq = 0
 
     async def hub_frame(self, context: str, frame: Any) -> None:
+        self.seen_seq = max(self.seen_seq, getattr(frame, "seq_to", 0))
         self.woken.set()
 
     async def shutdown(self) -> None:
@@ -317,7 +327,7 @@ class PollWaiter:
 
 
 async def long_poll(
-    read: Callable[[], Awaitable[PollAnswer]],
+    read: Callable[[int], Awaitable[PollAnswer]],
     *,
     contexts: list[str],
     audience: str,
@@ -325,6 +335,7 @@ async def long_poll(
     done: Callable[[PollAnswer], bool],
 ) -> PollAnswer:
     """Read until `done` or `wait` seconds have passed, woken by the contexts' frames.
+    `read(seq)` reads from a database at least at `seq`, the newest frame's.
 
     The waiter joins the hub before the first read here, so a change published between
     that read and the wait still wakes it; it always leaves, even when the client goes.
@@ -350,9 +361,14 @@ async def long_poll(
                 exc_info=True,
             )
             degraded = True
+        if replica_configured():
+            # The first read may have come from a read replica behind the head, and what
+            # it missed is published already: no frame would wake us for it. The reads
+            # here see at least the primary's head of now.
+            waiter.seen_seq = (await database_sync_to_async(change_log_state)()).head_seq
         while True:
             waiter.woken.clear()
-            answer = await read()
+            answer = await read(waiter.seen_seq)
             remaining = deadline - loop.time()
             if done(answer) or remaining <= 0 or getattr(hub, "stopping", False):
                 return answer

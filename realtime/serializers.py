@@ -91,6 +91,10 @@ class ConnectionCountsSerializer(serializers.Serializer):
     total = serializers.IntegerField(allow_null=True)
 
 
+class ProcessConnectionsSerializer(ConnectionCountsSerializer):
+    server = serializers.CharField(help_text="hostname:pid, as the monitor names it")
+
+
 class CeleryStatusSerializer(serializers.Serializer):
     ok = serializers.BooleanField(help_text="the broker answers and a worker was seen")
     app = serializers.CharField(allow_null=True, help_text="the Celery app tasks go to")
@@ -109,6 +113,11 @@ class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     checks = HealthChecksSerializer()
     connections = ConnectionCountsSerializer()
+    processes = ProcessConnectionsSerializer(
+        many=True,
+        allow_null=True,
+        help_text="each server process holding connections (hostname:pid), with its counts",
+    )
     celery = CeleryStatusSerializer(
         help_text="reported, not part of `status`: live updates do not depend on Celery"
     )

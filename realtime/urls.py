@@ -13,5 +13,6 @@ urlpatterns = [
         name="api-updates-acknowledge",
     ),
     path("api/realtime/health", views.HealthView.as_view(), name="api-realtime-health"),
+    path("api/realtime/live", views.realtime_live, name="api-realtime-live"),
     path("api/realtime/subscribe", views.SubscribeView.as_view(), name="api-realtime-subscribe"),
 ]

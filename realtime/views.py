@@ -1,5 +1,5 @@
 """HTTP endpoints of the live protocol (PROTOCOL.md): the polling fallback, the change
-log's status, health, and subscribe / acknowledge for SSE and polling sessions.
+log's status, health, liveness, and subscribe / acknowledge for SSE and polling sessions.
 
 The views stay thin: the polling logic (query parsing, reading a page, ETags, the long
 poll, the rate limit) lives in `realtime.polling`, the health checks in
@@ -49,6 +49,7 @@ from realtime import protocol
 from realtime.admission import admission_refusal, status_figures
 from realtime.auth import user_for_token
 from realtime.health import health_report
+from realtime.hub import get_hub
 from realtime.metrics import LIMIT_POLLS, rate_limited_count
 from realtime.models import Transport
 from realtime.policy import transport_permitted
@@ -69,6 +70,7 @@ from realtime.serializers import (
     SubscribedSerializer,
     SubscribeSerializer,
 )
+from realtime.services import SERVER
 from realtime.subscriptions import acknowledgement_record, subscription_add
 
 logger = logging.getLogger(__name__)
@@ -213,8 +215,14 @@ async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
     )
     carried: list = []
 
-    def read_page() -> dict:
-        page = poll_page(scope=scope, audience=audience, limit=query.limit, epoch=query.epoch)
+    def read_page(fresh_through: int = 0) -> dict:
+        page = poll_page(
+            scope=scope,
+            audience=audience,
+            limit=query.limit,
+            epoch=query.epoch,
+            fresh_through=fresh_through,
+        )
         carried[:] = notifications_for_poll(
             client=client,
             audience=audience,
@@ -225,8 +233,8 @@ async def _poll(request: HttpRequest, cursor: str, user: Any) -> HttpResponse:
         page["notifications"] = [item.message for item in carried]
         return page
 
-    async def read() -> PollAnswer:
-        page = await database_sync_to_async(read_page)()
+    async def read(fresh_through: int = 0) -> PollAnswer:
+        page = await database_sync_to_async(read_page)(fresh_through)
         # Only a notification new to the client answers a long poll at once; one awaiting
         # acknowledgement rides along with the next answer.
         return poll_answer(page, query_key, fresh=any(item.fresh for item in carried))
@@ -325,3 +333,32 @@ class HealthView(APIView):
         report = async_to_sync(health_report)()
         status = http_status.HTTP_200_OK if report["status"] == "ok" else 503
         return Response(report, status=status, headers={"Cache-Control": "no-store"})
+
+
+@csrf_exempt  # as updates_latest: other methods get the JSON 405, not the CSRF page
+async def realtime_live(request: HttpRequest) -> HttpResponse:
+    """`GET /api/realtime/live`: whether this process serves, for a load balancer's health
+    check (config/haproxy): 200 `{"status": "serving", "process": ...}`, or 503
+    `"draining"` once SIGTERM reached its hub (realtime/hub_housekeeping.py), so no new
+    client is sent to a process that is closing its connections.
+
+    Reads neither PostgreSQL nor Redis, unlike /api/realtime/health: a Redis blip must not
+    take every process out of the balancer at once, and a process that serves can catch
+    its clients up from the log once Redis is back. A plain async view: no DRF
+    authentication or throttle, no thread, nothing counted against a client's limits."""
+    if request.method not in ("GET", "HEAD"):
+        return _error_response(
+            ApplicationError(
+                f"Method {request.method[:10]} is not allowed.",
+                code="method_not_allowed",
+                status_code=405,
+            ),
+            headers={"Allow": "GET, HEAD"},
+        )
+    # The hub of this process's loop: made (not started) if no client connected yet.
+    draining = get_hub().stopping
+    return _json_response(
+        {"status": "draining" if draining else "serving", "process": SERVER},
+        503 if draining else 200,
+        {"Cache-Control": "no-store"},
+    )

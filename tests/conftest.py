@@ -1,9 +1,25 @@
 """Shared fixtures. Every test talks to the real PostgreSQL and Redis."""
 
+import os
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import override_settings
 
 from tests.helpers import sql
+from tests.static.collected import REPO, collected_static_root
+
+
+def static_root_for_tests() -> None:
+    """Tests run with DEBUG off: pages name hashed static files, and config/asgi.py and the
+    web servers that tests start serve them from STATIC_ROOT (tests/static/collected.py).
+    Run as this module loads: before the other conftests, which import config/asgi.py."""
+    root = collected_static_root(REPO / ".data" / "staticfiles-test")
+    os.environ["STATIC_ROOT"] = str(root)  # for the processes tests start
+    override_settings(STATIC_ROOT=root).enable()
+
+
+static_root_for_tests()
 
 
 @pytest.fixture

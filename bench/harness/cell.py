@@ -116,7 +116,9 @@ def measure(
     subscribed (the warm-up and whatever else was published meanwhile)."""
     meter = CpuMeter(
         {
-            "web": [stack.pid("web")],
+            "web": stack.web_pids(),
+            # HAProxy's master and its worker (which does the forwarding).
+            "haproxy": pids_named("haproxy") if stack.haproxy else [],
             "publisher": [stack.pid("publisher")],
             "loadgens": fleet.pids,
             "redis": pids_named("redis-server"),

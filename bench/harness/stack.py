@@ -19,6 +19,8 @@ import psycopg
 
 from bench.common import REPO
 from bench.harness.processes import child_preexec, free_port, proc_rss_kb
+from config.haproxy import HaproxyLayout, haproxy_command, haproxy_config_write
+from config.web import web_process_command
 
 # The product's server (config/serve.py) first, then daphne for the comparison.
 SERVERS = ("uvicorn", "daphne")
@@ -122,7 +124,9 @@ def uvicorn_missing() -> bool:
 
 
 class Stack:
-    """One web server process and one publisher against the bench database."""
+    """One web server process and one publisher against the bench database; with
+    `haproxy`, `web_processes` web servers behind HAProxy on the stack's port, as
+    `WEB_PROCESSES=N make run` starts them (config/web.py, config/haproxy.py)."""
 
     def __init__(
         self,
@@ -131,8 +135,14 @@ class Stack:
         logdir: Path,
         gc_trace: bool = False,
         env: dict[str, str] | None = None,
+        web_processes: int = 1,
+        haproxy: bool = False,
     ):
+        if (web_processes > 1 or haproxy) and (server != PRODUCT_SERVER or gc_trace):
+            raise ValueError("HAProxy fronts the product's server, without --gc-trace")
         self.server = server
+        self.web_processes = web_processes
+        self.haproxy = haproxy or web_processes > 1
         self.extra_env = env or {}
         self.gc_trace = logdir / f"gc-{server}-{os.getpid()}.txt" if gc_trace else None
         self.database_url = database_url
@@ -166,11 +176,32 @@ class Stack:
         return env
 
     def commands(self) -> dict[str, list[str]]:
-        """The stack's processes by name; `web` is the one answering on `port`."""
-        return {
-            "web": web_command(self.server, self.port, gc_trace=self.gc_trace is not None),
-            "publisher": [sys.executable, "manage.py", "run_publisher"],
-        }
+        """The stack's processes by name; `web` (or `haproxy`) is the one answering on
+        `port`, `web.1`...`web.N` the web servers behind HAProxy."""
+        publisher = [sys.executable, "manage.py", "run_publisher"]
+        if not self.haproxy:
+            return {
+                "web": web_command(self.server, self.port, gc_trace=self.gc_trace is not None),
+                "publisher": publisher,
+            }
+        layout = HaproxyLayout(
+            processes=self.web_processes,
+            host="127.0.0.1",
+            port=self.port,
+            backend_port=free_port(),
+            run_dir=self.logdir / f"haproxy-{self.port}",
+        )
+        commands = {}
+        for number, port in enumerate(layout.backend_ports, start=1):
+            commands[f"web.{number}"] = web_process_command(port)
+        haproxy_config_write(layout)
+        commands["haproxy"] = haproxy_command(layout)
+        commands["publisher"] = publisher
+        return commands
+
+    def web_pids(self) -> list[int]:
+        """The web server processes (not HAProxy)."""
+        return [p.pid for name, p in self.processes.items() if name.split(".")[0] == "web"]
 
     def start(self) -> Stack:
         env = self.environment()
@@ -227,7 +258,8 @@ class Stack:
         return False
 
     def rss_kb(self) -> int:
-        return proc_rss_kb(self.pid("web"))
+        """Resident memory of the web server processes, summed."""
+        return sum(proc_rss_kb(pid) for pid in self.web_pids())
 
     def gc_pauses(self, from_s: float, to_s: float) -> dict | None:
         """Collections the web server logged in a window (with --gc-trace)."""

@@ -13,7 +13,9 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from common.redis_connection import RedisTarget
 from config import embedded
+from config.celery_broker import broker_transport
 from config.settings.env import env_bool, env_float, env_int, env_list
 from config.settings.tuning import *  # noqa: F403
 from config.settings.tuning import MAINTENANCE_WINDOW_CHECK_S
@@ -125,16 +127,60 @@ if env_bool("DB_POOL", True):
     }
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_carbon")}
 
+# A streaming replica (optional): the read-only snapshots, the directory, catch-up reads
+# and the REST lists read it when it is fresh enough (changes/replica.py); everything
+# else stays on the primary (config/database_router.py). Unset: everything on "default".
+DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    replica = dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=0)
+    replica["ENGINE"] = "config.database"
+    # A dead replica must cost a request little: libpq's connect_timeout counts whole
+    # seconds, at least 2; the pool's wait (psycopg retries in the background while
+    # getconn waits) is DATABASE_REPLICA_TIMEOUT_S, after which the primary answers.
+    replica["OPTIONS"] = {
+        **replica.get("OPTIONS", {}),
+        "connect_timeout": max(2, round(DATABASE_REPLICA_TIMEOUT_S)),  # noqa: F405
+    }
+    if "pool" in DATABASES["default"]["OPTIONS"]:
+        replica["OPTIONS"]["pool"] = {
+            **DATABASES["default"]["OPTIONS"]["pool"],
+            "timeout": DATABASE_REPLICA_TIMEOUT_S,  # noqa: F405
+        }
+    # The test suite reads its own database through this alias (no second test database).
+    replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = replica
+    DATABASE_ROUTERS = ["config.database_router.PrimaryRouter"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache, Celery ---------------------------------------------
 
-REDIS_URL = os.environ.get("REDIS_URL") or embedded.running_redis_url()
-if not REDIS_URL:
-    raise ImproperlyConfigured(
-        "REDIS_URL is not set and no embedded Redis is running. Set REDIS_URL, "
-        "or run through `make` / `python -m config.embedded run -- <command>`."
-    )
+# Redis through Sentinel: REDIS_SENTINELS ("host:port,host:port") and the name of the
+# master they monitor; REDIS_SENTINEL_PASSWORD, if any, is the sentinels' and the
+# servers' password. Every Redis user then asks the sentinels for the current master
+# (common/redis_connection.py), and REDIS_URL becomes the redis+sentinel:// URL it reads.
+REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "")
+if REDIS_SENTINELS or REDIS_SENTINEL_MASTER:
+    if os.environ.get("REDIS_URL"):
+        raise ImproperlyConfigured("Set REDIS_URL or REDIS_SENTINELS, not both.")
+    try:
+        REDIS_TARGET = RedisTarget.of_sentinels(
+            sentinels=REDIS_SENTINELS,
+            master=REDIS_SENTINEL_MASTER,
+            password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+    REDIS_URL = REDIS_TARGET.url
+else:
+    REDIS_URL = os.environ.get("REDIS_URL") or embedded.running_redis_url()
+    if not REDIS_URL:
+        raise ImproperlyConfigured(
+            "REDIS_URL is not set and no embedded Redis is running. Set REDIS_URL, "
+            "or run through `make` / `python -m config.embedded run -- <command>`."
+        )
+    REDIS_TARGET = RedisTarget(url=REDIS_URL)
 
 # A short, per-deployment prefix keeps several checkouts (or CI and a developer) apart
 # when they share one Redis.
@@ -145,23 +191,28 @@ CHANNEL_LAYERS = {
         # The pub/sub layer lost nothing under the overload that made RedisChannelLayer
         # silently drop whole messages (DESIGN.md); gaps are repaired from the log anyway.
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"},
+        "CONFIG": {
+            "hosts": [REDIS_TARGET.channel_layer_host()],
+            "prefix": f"{REDIS_PREFIX}:layer",
+        },
     }
 }
 
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": f"{REDIS_PREFIX}:cache",
-    }
-}
+CACHES = {"default": REDIS_TARGET.cache(key_prefix=f"{REDIS_PREFIX}:cache")}
 
 # The broker is the deployment's Redis unless CELERY_BROKER_URL names another.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
+CELERY_BROKER_URL, _broker_options = REDIS_TARGET.celery_broker()
+if os.environ.get("CELERY_BROKER_URL"):
+    CELERY_BROKER_URL, _broker_options = os.environ["CELERY_BROKER_URL"], {}
+# Kombu's Redis transports, mended so that a worker survives losing its broker
+# (config/celery_broker.py).
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"{REDIS_PREFIX}:celery:",
+    **_broker_options,
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 # A Celery worker not heard from for this long counts as missing (health, monitoring
@@ -206,14 +257,24 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-STATIC_URL = "static/"
+# A CDN in front of /static/ may be named here (`https://cdn.example.com/static/`): pages
+# then load their scripts and styles from it, and it fetches them from /static/ here.
+STATIC_URL = os.environ.get("STATIC_URL", "static/")
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# `collectstatic` target, for deployments that put a proxy or CDN in front.
+# What `collectstatic` writes (make run, make test's session, the Dockerfile) and, with
+# DEBUG off, what the web server serves: hashed names and their .gz/.br variants.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / ".data" / "staticfiles"))
-# Static files are served by Django's ASGIStaticFilesHandler (config/asgi.py) straight
-# from the source folders: no collectstatic step, no build step for the browser client,
-# and, unlike WhiteNoise's sync-only middleware, no thread held by every async request
-# (a long poll would otherwise pin one of the few executor threads for up to 25 s).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "config.static_files.HashedStaticFilesStorage"},
+}
+# Files under their unhashed names (the originals, which collectstatic keeps for anything
+# that links them directly) change with a release: a CDN and browsers keep them a minute.
+# Hashed names are kept a year, immutable (config/static_files.py).
+STATIC_UNHASHED_MAX_AGE_S = env_int("STATIC_UNHASHED_MAX_AGE_S", 60)
+# Static files are answered before Django (config/asgi.py, config/static_files.py) by
+# ServeStatic's ASGI server, not WhiteNoise, whose middleware is sync-only and under ASGI
+# would pin one of the few executor threads per request (a long poll for up to 25 s).
 
 # --- REST API ---------------------------------------------------------------------------
 

@@ -220,3 +220,16 @@ ENGAGEMENT_RETENTION_DAYS = env_float("ENGAGEMENT_RETENTION_DAYS", 7)
 ENGAGEMENT_RATE = env_rate("ENGAGEMENT_RATE", "30/minute")
 # Events in one report: the client batches what happened while it was offline.
 ENGAGEMENT_MAX_EVENTS = env_int("ENGAGEMENT_MAX_EVENTS", 20)
+
+# --- Read replica (DATABASE_REPLICA_URL; changes/replica.py) -----------------------------
+
+# How long a snapshot or catch-up waits for a replica whose replayed head is behind the
+# client's cursor before the primary answers: streaming replay on a healthy standby is a
+# few milliseconds behind, and the wait holds one of the process's database threads.
+DATABASE_REPLICA_WAIT_MS = env_float("DATABASE_REPLICA_WAIT_MS", 20)
+# The most a read waits for a connection to the replica (the pool's wait) before the
+# primary answers; libpq's connect_timeout is this rounded, at least 2 s.
+DATABASE_REPLICA_TIMEOUT_S = env_float("DATABASE_REPLICA_TIMEOUT_S", 1)
+# After a replica failure every read of this process goes to the primary for this long,
+# then one read tries the replica again: a dead replica costs one slow read a period.
+DATABASE_REPLICA_RETRY_S = env_float("DATABASE_REPLICA_RETRY_S", 5)

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.templatetags.static import static
 
 from adminpanel.models import AuditAction, AuditEntry
 from adminpanel.monitor import (
@@ -200,9 +201,9 @@ def test_the_monitoring_page_is_staff_only(client, regular_user, staff_user):
     page = client.get("/admin/monitor/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'type="module"' in html and "js/admin/monitor.js" in html
+    assert 'type="module"' in html and static("js/admin/monitor.js") in html
     assert 'data-figure="connections.websocket"' in html
-    assert "vendor/uplot/uPlot.min.css" in html
+    assert static("vendor/uplot/uPlot.min.css") in html
     assert offsite_assets(html) == []
 
 
