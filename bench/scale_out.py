@@ -18,6 +18,7 @@ which HAProxy's CPU per delivery (microseconds of one core) follows.
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -97,8 +98,41 @@ def per_delivery_us(cores: float, deliveries_per_s: float) -> float | None:
     return round(cores * 1e6 / deliveries_per_s, 1) if deliveries_per_s else None
 
 
+def medians_by_topology(cells: list[dict]) -> list[dict]:
+    """Per topology and rate, the median of each figure over the rounds."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["topology"], cell["rate"]), []).append(cell)
+    out = []
+    for (topology, rate), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        web = statistics.median(c["cpu_cores"]["web"] for c in group)
+        haproxy = statistics.median(c["cpu_cores"].get("haproxy", 0) for c in group)
+        deliveries = statistics.median(c["deliveries_per_s"] for c in group)
+        out.append(
+            {
+                "topology": topology,
+                "rate": rate,
+                "rounds": len(group),
+                "p50_ms": statistics.median(c["p50_ms"] for c in group),
+                "p99_ms": statistics.median(c["p99_ms"] for c in group),
+                "deliveries_per_s": deliveries,
+                "web": round(web, 2),
+                "haproxy": round(haproxy, 2),
+                "web_us": statistics.median(
+                    per_delivery_us(c["cpu_cores"]["web"], c["deliveries_per_s"]) for c in group
+                ),
+                "haproxy_us": statistics.median(
+                    per_delivery_us(c["cpu_cores"].get("haproxy", 0), c["deliveries_per_s"])
+                    for c in group
+                ),
+            }
+        )
+    return out
+
+
 def report_section(data: dict) -> list[str]:
     """This scenario's part of docs/benchmarks.md."""
+    medians = medians_by_topology(data["cells"])
     lines = [
         "## Scale-out: web processes behind HAProxy",
         "",
@@ -108,7 +142,32 @@ def report_section(data: dict) -> list[str]:
         " (*haproxy-2*, leastconn), with `run_publisher`, on this machine's two cores. The"
         " writer and its stamps are the commit-to-client section's. *µs / delivery* is CPU"
         " time of one core per delivery (a frame handed to one client): the web processes'"
-        " summed, and HAProxy's (master and worker).",
+        " summed, and HAProxy's (master and worker)."
+        f" Medians of {data['rounds']} rounds, the topologies taking turns within each:",
+        "",
+        *table_head(
+            "topology",
+            "changes/s",
+            "p50 ms",
+            "p99 ms",
+            "deliveries/s",
+            "CPU web / haproxy (cores)",
+            "µs / delivery web / haproxy",
+        ),
+        *(
+            table_row(
+                m["topology"],
+                m["rate"],
+                fmt_ms(m["p50_ms"]),
+                fmt_ms(m["p99_ms"]),
+                f"{m['deliveries_per_s']:,.0f}",
+                f"{m['web']} / {m['haproxy']}",
+                f"{fmt_ms(m['web_us'])} / {fmt_ms(m['haproxy_us'])}",
+            )
+            for m in medians
+        ),
+        "",
+        "Every cell:",
         "",
         *table_head(
             "topology",
@@ -118,11 +177,11 @@ def report_section(data: dict) -> list[str]:
             "µs / delivery web / haproxy",
         ),
     ]
-    for c in data["cells"]:
+    for c in sorted(data["cells"], key=lambda c: (c["rate"], c["topology"], c["round"])):
         cpu = c["cpu_cores"]
         lines.append(
             table_row(
-                c["topology"],
+                f"{c['topology']} (round {c['round']})",
                 cell_columns(c),
                 mb(c["web_rss_kb"]),
                 f"{cpu['web']} / {cpu.get('haproxy', 0)} / {cpu['publisher']} /"
@@ -143,6 +202,7 @@ def main() -> None:
     parser.add_argument("--rates", type=ints, help="changes/s, comma list (default 200,400)")
     parser.add_argument("--seconds", type=float, help="measured per cell (default 8, quick 5)")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, help="each topology this many times (3, quick 1)")
     parser.add_argument(
         "--topology", action="append", choices=tuple(TOPOLOGIES), help="repeatable (all)"
     )
@@ -152,6 +212,7 @@ def main() -> None:
     args.clients = args.clients or (500 if args.quick else 2000)
     args.rates = args.rates or ([100, 200] if args.quick else [200, 400])
     args.seconds = args.seconds or (5.0 if args.quick else 8.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     topologies = args.topology or list(TOPOLOGIES)
     uvicorn_required()
     haproxy_binary()  # says how to install it, before anything starts
@@ -163,12 +224,17 @@ def main() -> None:
     cells: list[dict] = []
     errors: list[dict] = []
     with logs_directory("scale_out") as logs:
-        for name in topologies:
-            cells += run_topology(name, database_url, workload, args, logs, errors)
+        # Rounds interleave the topologies, so a slower minute of the machine does not
+        # land on one topology alone; the report takes medians over them.
+        for round_number in range(1, args.rounds + 1):
+            for name in topologies:
+                for cell in run_topology(name, database_url, workload, args, logs, errors):
+                    cells.append({**cell, "round": round_number})
     data = {
         "topologies": topologies,
         "clients": args.clients,
         "rates": args.rates,
+        "rounds": args.rounds,
         "warmup_s": args.warmup,
         "seconds_s": args.seconds,
         **workload_figures(args, cells),
