@@ -10,8 +10,8 @@ pool for that restore fails with `AttributeError: 'NoneType' object has no attri
 the worker exits (seen with a Redis master killed under Sentinel, tests/sentinel/;
 celery/kombu#582 and #970 are the same fault). Here that pool raises a connection error
 instead, which Celery ignores before it reconnects; the messages it could not restore
-stay in the broker's unacked set and come back after the visibility timeout, as for a
-worker killed outright.
+come back from the broker's unacked set after the visibility timeout when the broker
+kept that set, as for a worker killed outright.
 
 `CELERY_BROKER_TRANSPORT` names these classes (config/settings/__init__.py) for the
 `redis://`, `rediss://` and `sentinel://` brokers.
