@@ -13,6 +13,7 @@ import sys
 import time
 
 from bench.common import REPO
+from config.ports_check import port_taken
 
 PR_SET_PDEATHSIG = 1
 
@@ -22,6 +23,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free ports (web processes behind HAProxy listen on
+    a run of them, config/haproxy.py)."""
+    for _ in range(50):
+        first = free_port()
+        if first + count < 65536 and all(port_taken(host, first + i) is None for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def procfile_entries() -> dict[str, str]:

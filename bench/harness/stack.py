@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import REPO
-from bench.harness.processes import child_preexec, free_port, proc_rss_kb
+from bench.harness.processes import child_preexec, free_port, free_port_run, proc_rss_kb
 from config.haproxy import HaproxyLayout, haproxy_command, haproxy_config_write
 from config.web import web_process_command
 
@@ -188,7 +188,7 @@ class Stack:
             processes=self.web_processes,
             host="127.0.0.1",
             port=self.port,
-            backend_port=free_port(),
+            backend_port=free_port_run(self.web_processes),
             run_dir=self.logdir / f"haproxy-{self.port}",
         )
         commands = {}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.processes import free_port_run
 from config.haproxy import HaproxyLayout, haproxy_binary, haproxy_command, haproxy_config_write
-from config.ports_check import port_taken
 from config.web import forwarded_allow_ips, web_process_command
 from tests.faults.database import server_name
 from tests.faults.private_servers import descendant_pids, process_alive
@@ -33,15 +33,6 @@ PROCESSES = 3
 CAP_PER_ADDRESS = 12
 # An old HAProxy worker's connections are closed this long after a reload (the drain test).
 HARD_STOP_AFTER = "3s"
-
-
-def free_port_run(count: int, host: str = "127.0.0.1") -> int:
-    """The first of `count` consecutive free ports."""
-    for _ in range(50):
-        first = free_port()
-        if first + count < 65536 and all(port_taken(host, first + i) is None for i in range(count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 class Cluster:

@@ -186,7 +186,7 @@ async def test_websocket_of_a_killed_process_resumes_on_another(cluster, world):
             await asyncio.to_thread(cluster.stop_web, victim, signal.SIGKILL)
             await following.all_received_after(t_kill, greeted_after=False)
             for client in on_victim:
-                await following._until(
+                await following.until(
                     lambda c=client: any(t > t_kill for t in c.greeted), 15, "reconnected"
                 )
             # HAProxy's health check takes the dead process out.
@@ -226,7 +226,7 @@ async def test_sse_client_of_a_draining_process_resumes_on_another_with_last_eve
             t_stop = time.monotonic()
             # SIGTERM: the process drains (liveness 503, streams ended) and exits.
             await asyncio.to_thread(cluster.stop_web, victim, signal.SIGTERM)
-            await following._until(lambda: any(t > t_stop for t in client.greeted), 15, "back")
+            await following.until(lambda: any(t > t_stop for t in client.greeted), 15, "back")
             await following.all_received_after(time.monotonic())
         finally:
             await asyncio.to_thread(writer.stop)
@@ -408,7 +408,7 @@ async def test_reload_drains_the_old_worker_and_clients_resume(cluster, world):
                     await asyncio.sleep(0.05)
             # The old worker ends its connections at hard-stop-after (3 s); they resume.
             for client in clients:
-                await following._until(
+                await following.until(
                     lambda c=client: any(t > t_reload for t in c.greeted), 15, "back"
                 )
             back_s = max(min(t for t in c.greeted if t > t_reload) for c in clients) - t_reload

@@ -248,21 +248,23 @@ class Following:
                 await task
 
     async def all_greeted(self, timeout: float = 15) -> None:
-        await self._until(lambda: all(c.greeted for c in self.clients), timeout, "greeted")
+        await self.until(lambda: all(c.greeted for c in self.clients), timeout, "greeted")
 
     async def all_caught_up(self, heads: dict[str, int], timeout: float = 20) -> None:
-        await self._until(lambda: all(c.caught_up(heads) for c in self.clients), timeout, "up")
+        await self.until(lambda: all(c.caught_up(heads) for c in self.clients), timeout, "up")
 
     async def all_received_after(self, moment: float, timeout: float = 30, **how) -> None:
         """Until every client received a batch after `moment` (`how`: as
         Follower.first_batch_after)."""
-        await self._until(
+        await self.until(
             lambda: all(c.first_batch_after(moment, **how) for c in self.clients),
             timeout,
             "receiving",
         )
 
-    async def _until(self, condition, timeout: float, what: str) -> None:
+    async def until(self, condition, timeout: float, what: str) -> None:
+        """Wait until `condition()` holds; a client task's failure is raised at once, and
+        every client's cursors and last closes are in the error after `timeout`."""
         deadline = time.monotonic() + timeout
         while not condition():
             for task in self.tasks:
