@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from prometheus_client import Counter
@@ -52,12 +53,15 @@ replica_fallbacks_total = Counter(
 
 
 class _Health:
-    """This process's view of the replica: failing until `down_until` (monotonic)."""
+    """This process's view of the replica: failing until `down_until` (monotonic), and
+    whether it failed since it last answered (then it is probed before it is used)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.down_until = 0.0
         self.last_logged = 0.0
+        # Unknown until it answered once: the first read probes it too.
+        self.failed = True
 
 
 _health = _Health()
@@ -76,8 +80,35 @@ def replica_configured() -> bool:
 
 
 def replica_usable() -> bool:
-    """Configured and not failed within the last DATABASE_REPLICA_RETRY_S."""
-    return replica_configured() and time.monotonic() >= _health.down_until
+    """Configured, not failed within the last DATABASE_REPLICA_RETRY_S, and, after a
+    failure, answering a probe first."""
+    if not replica_configured():
+        return False
+    now = time.monotonic()
+    with _health.lock:
+        if now < _health.down_until:
+            return False
+        if not _health.failed:
+            return True
+        # This thread probes; the others keep to the primary until it knows.
+        _health.down_until = now + settings.DATABASE_REPLICA_RETRY_S
+    try:
+        _replica_probe()
+    except psycopg.Error as exc:
+        replica_failed(exc)
+        return False
+    with _health.lock:
+        _health.failed = False
+        _health.down_until = 0.0
+    logger.info("read replica answers again; snapshots and catch-up read it")
+    return True
+
+
+def _replica_probe() -> None:
+    """One plain connection to the replica, outside its pool. A refused connection fails
+    here in a round trip; through the pool it would cost the pool's whole wait
+    (DATABASE_REPLICA_TIMEOUT_S), psycopg retrying in the background meanwhile."""
+    psycopg.connect(**connections[REPLICA].get_connection_params()).close()
 
 
 def replica_failed(exc: BaseException) -> None:
@@ -88,6 +119,7 @@ def replica_failed(exc: BaseException) -> None:
     replica_fallbacks_total.labels("down").inc()
     with _health.lock:
         _health.down_until = now + retry_s
+        _health.failed = True
         log = now - _health.last_logged >= retry_s
         if log:
             _health.last_logged = now
