@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db import connections
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from changes.replica import PRIMARY
@@ -41,6 +42,17 @@ _YEAR_SUMS = {
 def user_sees_everything(*, user: Any) -> bool:
     """Staff see non-public companies and rejected records; nobody else does."""
     return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def industries_fingerprint(*, using: str = PRIMARY) -> str:
+    """A digest of every industry's shown fields: no capture covers industries, so a
+    snapshot's tag (emissions/snapshot_etags.py) must move when an admin edits one."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT md5(coalesce(string_agg(id::text || '|' || slug || '|' || name || '|'"
+            " || sector, ',' ORDER BY id), '')) FROM industries"
+        )
+        return cursor.fetchone()[0]
 
 
 def company_visible_queryset(*, user: Any, using: str = PRIMARY) -> QuerySet[Company]:

@@ -35,6 +35,7 @@ from emissions.serializers import (
     RecentChangesQuerySerializer,
     RecentChangesSerializer,
 )
+from emissions.snapshot_etags import etag_matches, snapshot_etag
 
 
 class ChangeSeqMixin:
@@ -57,12 +58,26 @@ class ChangeSeqMixin:
         super().initial(request, *args, **kwargs)
         self.read_alias, state = state_for_read(fresh_through=_seq_min(request))
         self.change_seq, self.change_epoch = state.head_seq, state.epoch
+        # The tag follows from the state, so a client that has this snapshot gets its
+        # 304 now, before any of the body's queries (emissions/snapshot_etags.py).
+        self.etag = snapshot_etag(
+            epoch=state.epoch,
+            seq=state.head_seq,
+            audience="staff" if selectors.user_sees_everything(user=request.user) else "public",
+            path=request.path,
+            query=list(request.query_params.lists()),
+            rows=selectors.industries_fingerprint(using=self.read_alias),
+        )
+        if etag_matches(request.headers.get("If-None-Match"), self.etag):
+            raise _NotModified
 
     def filter_queryset(self, queryset):
         # The list views' querysets, on the database the head was read from.
         return super().filter_queryset(queryset).using(self.read_alias)
 
     def handle_exception(self, exc):
+        if isinstance(exc, _NotModified):
+            return Response(status=304)
         if self.read_alias != REPLICA or not isinstance(exc, REPLICA_ERRORS):
             return super().handle_exception(exc)
         replica_failed(exc)
@@ -78,13 +93,18 @@ class ChangeSeqMixin:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
-        if hasattr(self, "change_seq") and response.status_code == 200:
+        if hasattr(self, "change_seq") and response.status_code in (200, 304):
             response["X-Change-Seq"] = str(self.change_seq)
             response["X-Change-Epoch"] = self.change_epoch
-            if isinstance(response.data, dict):
+            response["ETag"] = self.etag
+            if response.status_code == 200 and isinstance(response.data, dict):
                 response.data["seq"] = self.change_seq
                 response.data["epoch"] = self.change_epoch
         return response
+
+
+class _NotModified(Exception):
+    """The client holds the snapshot it asks for (If-None-Match): answer 304."""
 
 
 def _seq_min(request: Request) -> int:
