@@ -15,6 +15,7 @@ from bench.common import REPO, RESULTS
 SCENARIOS = (
     "latency",
     "scale_out",
+    "snapshots",
     "slow_readers",
     "transports",
     "fanout",

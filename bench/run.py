@@ -31,6 +31,8 @@ SCENARIOS = (
     ("latency", 600, 100),
     # Three stacks (direct, HAProxy with one and two web processes), two rates each.
     ("scale_out", 420, 120),
+    # Seven snapshots, built and revalidated; quick: 14 s on a busy machine.
+    ("snapshots", 120, 60),
     ("slow_readers", 420, 90),
     ("transports", 300, 60),
     ("bandwidth", 150, 60),
