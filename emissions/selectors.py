@@ -13,8 +13,11 @@ import uuid
 from typing import Any
 
 from django.db import connections
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, Concat
 
+from changes.aggregates import MEASURES, PLATFORM, industry_scope
+from changes.models import AUDIENCE_PUBLIC, AUDIENCE_STAFF, AggregateTotal
 from changes.replica import PRIMARY
 from common.errors import NotFound
 from emissions.models import (
@@ -27,16 +30,6 @@ from emissions.models import (
 
 # Top emitters on the overview: enough to fill one dashboard panel.
 TOP_EMITTERS = 10
-
-
-# What a year of emissions adds up to, over a set of records.
-_YEAR_SUMS = {
-    "total_tonnes": Sum("total_tonnes"),
-    "scope1_tonnes": Sum("scope1_tonnes"),
-    "scope2_tonnes": Sum("scope2_tonnes"),
-    "scope3_tonnes": Sum("scope3_tonnes"),
-    "reporting_companies": Count("id"),
-}
 
 
 def user_sees_everything(*, user: Any) -> bool:
@@ -138,43 +131,66 @@ def industry_get(*, slug: str, using: str = PRIMARY) -> Industry:
     return industry
 
 
-def reporting_year(*, user: Any, using: str = PRIMARY) -> int | None:
-    """The most recent year with visible emission data (the dashboards' default year)."""
-    records = emission_record_visible_queryset(user=user, using=using)
-    return records.aggregate(year=Max("year"))["year"]
+def audience_of(*, user: Any) -> str:
+    """The audience whose totals and changes the user sees."""
+    return AUDIENCE_STAFF if user_sees_everything(user=user) else AUDIENCE_PUBLIC
 
 
-def industry_totals_for_year(
-    *, user: Any, year: int | None, using: str = PRIMARY
-) -> dict[uuid.UUID, dict]:
-    """Per-industry totals for one year over what the user may see, keyed by industry id."""
-    if year is None:
-        return {}
-    rows = (
-        emission_record_visible_queryset(user=user, using=using)
-        .filter(year=year)
-        .values("company__industry_id")
-        .annotate(**_YEAR_SUMS)
-    )
-    return {row.pop("company__industry_id"): row for row in rows}
+def published_totals(*, user: Any, using: str = PRIMARY) -> dict[tuple[str, int | None], dict]:
+    """The running totals the publisher keeps (aggregate_totals) for the user's audience,
+    by (scope, year): a few hundred rows in one read, where summing the records costs a
+    scan of every record of the year (180 ms at 100,000 companies). They are the totals
+    of what is published, so a snapshot built from them is exact at its seq."""
+    rows = AggregateTotal.objects.using(using).filter(audience=audience_of(user=user))
+    return {
+        (row.scope, row.year): {
+            **{measure: getattr(row, measure) for measure in MEASURES},
+            "reporting_companies": row.reporting_companies,
+            "companies": row.companies,
+        }
+        for row in rows
+    }
 
 
 def industry_list(*, user: Any, using: str = PRIMARY) -> QuerySet[Industry]:
-    """Industries with the number of companies the user may see."""
-    visible = Q() if user_sees_everything(user=user) else Q(companies__is_public=True)
-    return Industry.objects.using(using).annotate(company_count=Count("companies", filter=visible))
+    """Industries with the number of companies the user may see, from the publisher's
+    running totals (an index lookup each, where counting companies scans them)."""
+    counts = AggregateTotal.objects.using(using).filter(
+        scope=Concat(Value("industry:"), OuterRef("slug")),
+        year__isnull=True,
+        audience=audience_of(user=user),
+    )
+    return Industry.objects.using(using).annotate(
+        company_count=Coalesce(Subquery(counts.values("companies")[:1]), 0)
+    )
 
 
 def industry_totals_by_year(*, user: Any, industry: Industry) -> list[dict]:
-    """The industry's visible emissions summed per year, oldest first (from the database
-    the industry was read from)."""
-    return list(
-        emission_record_visible_queryset(user=user, using=industry._state.db or PRIMARY)
-        .filter(company__industry=industry)
-        .values("year")
-        .annotate(**_YEAR_SUMS)
-        .order_by("year")
+    """The industry's visible emissions per year, oldest first, from the publisher's
+    running totals (published_totals; read from the database the industry was read
+    from): years with no visible record left are not listed."""
+    scope = industry_scope(industry.slug)
+    totals = published_totals(user=user, using=industry._state.db or PRIMARY)
+    years = sorted(
+        year
+        for (row_scope, year), row in totals.items()
+        if row_scope == scope and year is not None and row["reporting_companies"]
     )
+    return [
+        {"year": year, **{k: v for k, v in totals[(scope, year)].items() if k != "companies"}}
+        for year in years
+    ]
+
+
+def industry_company_count(*, user: Any, industry: Industry) -> int:
+    """How many of the industry's companies the user may see, from the running totals."""
+    count = (
+        AggregateTotal.objects.using(industry._state.db or PRIMARY)
+        .filter(scope=industry_scope(industry.slug), year=None, audience=audience_of(user=user))
+        .values_list("companies", flat=True)
+        .first()
+    )
+    return count or 0
 
 
 def industry_benchmarks(*, industry: Industry) -> list[IndustryBenchmark]:
@@ -183,29 +199,36 @@ def industry_benchmarks(*, industry: Industry) -> list[IndustryBenchmark]:
 
 
 def overview_get(*, user: Any, year: int | None = None, using: str = PRIMARY) -> dict:
-    """Platform totals, totals by industry and the top emitters for one year."""
+    """Platform totals, totals by industry and the top emitters for one year: the totals
+    from the publisher's running totals (published_totals), the top emitters from the
+    records' (year, total) index."""
+    totals_by = published_totals(user=user, using=using)
     if year is None:
-        year = reporting_year(user=user, using=using)
-    by_industry = industry_totals_for_year(user=user, year=year, using=using)
-    industries = {industry.id: industry for industry in industry_list(user=user, using=using)}
-
+        reported = [
+            y for (_, y), t in totals_by.items() if y is not None and t["reporting_companies"]
+        ]
+        year = max(reported, default=None)
+    industries = list(Industry.objects.using(using).order_by("slug"))
     industry_rows = []
-    for industry_id, industry in industries.items():
-        totals = by_industry.get(industry_id, {})
+    for industry in industries:
+        totals = totals_by.get((industry_scope(industry.slug), year), {})
         industry_rows.append(
             {
                 "slug": industry.slug,
                 "name": industry.name,
                 "sector": industry.sector,
-                "company_count": industry.company_count,
+                "company_count": totals_by.get((industry_scope(industry.slug), None), {}).get(
+                    "companies", 0
+                ),
                 "reporting_companies": totals.get("reporting_companies", 0),
                 "total_tonnes": totals.get("total_tonnes") or 0,
             }
         )
     industry_rows.sort(key=lambda row: (-row["total_tonnes"], row["slug"]))
+    platform = totals_by.get((PLATFORM, year), {})
 
     def total(key: str) -> Any:
-        return sum((row.get(key) or 0 for row in by_industry.values()), 0)
+        return platform.get(key) or 0
 
     top_records = (
         emission_record_visible_queryset(user=user, using=using)

@@ -234,11 +234,7 @@ class IndustryDetailView(ChangeSeqMixin, APIView):
     def get(self, request: Request, slug: str) -> Response:
         validated_query(request, NoQuerySerializer)
         industry = selectors.industry_get(slug=slug, using=self.read_alias)
-        company_count = (
-            selectors.company_visible_queryset(user=request.user, using=self.read_alias)
-            .filter(industry=industry)
-            .count()
-        )
+        company_count = selectors.industry_company_count(user=request.user, industry=industry)
         return Response(
             {
                 **IndustrySerializer(industry).data,
