@@ -4,35 +4,17 @@ again on the same port: the worker reconnects and runs the next task, without a 
 Kombu's own Redis transport made this worker exit ("Unrecoverable error: AttributeError")
 while restoring the task it held; config/celery_broker.py mends that."""
 
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 
 from tests.faults.private_servers import process_alive
-from tests.live.conftest import REPO
+from tests.live.conftest import benchmark_recompute_send
 
 pytestmark = [pytest.mark.timeout(120)]
 
 REDIS_DOWN_S = 2.0
-
-
-def task_send(stack, industry_id: str, countdown: int = 0) -> None:
-    """Queue the benchmark recompute of one industry, as the product does."""
-    send = (
-        "from emissions.tasks import industry_benchmarks_recompute_task as task;"
-        f"task.apply_async(args=[{industry_id!r}], countdown={countdown})"
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", send],
-        cwd=REPO,
-        env=stack.env,
-        check=True,
-        timeout=30,
-        capture_output=True,
-    )
 
 
 def benchmarks_of(database_url: str, industry_id: str) -> int:
@@ -52,7 +34,7 @@ def test_the_worker_survives_losing_its_broker_while_holding_a_task(
         assert time.monotonic() < deadline and worker.poll() is None, stack.log("worker")
         time.sleep(0.1)
     # An ETA task: the worker takes it at once and holds it, unacknowledged, for a minute.
-    task_send(stack, str(world["software"]), countdown=60)
+    benchmark_recompute_send(stack.env, str(world["software"]), countdown=60)
     deadline = time.monotonic() + 30
     while "industry_benchmarks_recompute_task[" not in stack.log("worker"):
         assert time.monotonic() < deadline, stack.log("worker")
@@ -65,7 +47,7 @@ def test_the_worker_survives_losing_its_broker_while_holding_a_task(
     steel = str(world["steel"])
     assert benchmarks_of(stack.database_url, steel) == 0
     sent_at = time.monotonic()
-    task_send(stack, steel)
+    benchmark_recompute_send(stack.env, steel)
     while not benchmarks_of(stack.database_url, steel):
         assert worker.poll() is None, stack.log("worker")[-3000:]
         assert time.monotonic() - sent_at < 30, stack.log("worker")[-3000:]

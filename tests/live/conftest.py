@@ -62,6 +62,23 @@ def wait_for_port(port: int, timeout: float = 20, process=None, host: str = "127
     raise TimeoutError(f"nothing listens on {port}")
 
 
+def benchmark_recompute_send(env: dict, industry_id: str, *, countdown: int = 0) -> None:
+    """Queue the benchmark recompute of one industry through the broker of `env`, from a
+    process of its own, as the product queues it (`countdown`: an ETA task)."""
+    send = (
+        "from emissions.tasks import industry_benchmarks_recompute_task as task;"
+        f"task.apply_async(args=[{industry_id!r}], countdown={countdown})"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", send],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+
+
 class Stack:
     """Processes of the Procfile started by a test, by name."""
 

@@ -4,8 +4,6 @@ and beat as the Procfile starts them (no eager mode anywhere)."""
 
 import json
 import re
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +15,7 @@ from websockets.asyncio.client import connect
 from config.celery import app as project_app
 from config.celery import celery_app_problem
 from tests.helpers import sql
-from tests.live.conftest import REPO, free_port, stack_env, stack_start
+from tests.live.conftest import benchmark_recompute_send, free_port, stack_env, stack_start
 from tests.live.test_websocket_live import recv
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -56,18 +54,7 @@ def test_a_task_sent_from_a_manage_py_process_reaches_a_real_worker(worker_stack
     once it stopped."""
     steel = str(world["steel"])
     assert sql("SELECT count(*) FROM industry_benchmarks") == [(0,)]
-    send = (
-        "from emissions.tasks import industry_benchmarks_recompute_task as task;"
-        f"task.apply_async(args=[{steel!r}])"
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", send],
-        cwd=REPO,
-        env=worker_stack.env,
-        check=True,
-        timeout=60,
-        capture_output=True,
-    )
+    benchmark_recompute_send(worker_stack.env, steel)
     rows = wait_until(
         lambda: sql("SELECT count(*) FROM industry_benchmarks WHERE industry_id = %s", [steel])[0][
             0

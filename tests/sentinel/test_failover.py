@@ -7,8 +7,6 @@ reported."""
 
 import asyncio
 import itertools
-import subprocess
-import sys
 import time
 
 import psycopg
@@ -19,7 +17,7 @@ from tests.faults.database import context_heads, log_head, wait_until_published
 from tests.faults.fault_run import run_through_fault
 from tests.faults.followers import Following, followed_contexts, followers
 from tests.faults.private_servers import process_alive
-from tests.live.conftest import REPO
+from tests.live.conftest import benchmark_recompute_send
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio]
 
@@ -104,20 +102,8 @@ async def test_master_kill_9_fails_over_without_a_restart(
     # A Celery task sent through the Sentinel broker runs on the worker that lived
     # through the failover.
     steel = str(world["steel"])
-    send = (
-        "from emissions.tasks import industry_benchmarks_recompute_task as task;"
-        f"task.apply_async(args=[{steel!r}])"
-    )
     sent_at = time.monotonic()
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "manage.py", "shell", "-c", send],
-        cwd=REPO,
-        env=stack.env,
-        check=True,
-        timeout=30,
-        capture_output=True,
-    )
+    await asyncio.to_thread(benchmark_recompute_send, stack.env, steel)
     benchmarks = "SELECT count(*) FROM industry_benchmarks WHERE industry_id = %s"
     while not (await asyncio.to_thread(query, database_url, benchmarks, [steel]))[0][0]:
         assert time.monotonic() - sent_at < 30, stack.log("worker")[-3000:]
