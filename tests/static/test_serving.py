@@ -26,7 +26,11 @@ SECRET_MARKER = b"STATIC_UNHASHED_MAX_AGE_S"
 def web(django_db_setup, tmp_path_factory):
     """The web server on this session's test database, for the module (pages read the
     database, static files do not)."""
-    stack = stack_start(("web",), env=stack_env(), logs=tmp_path_factory.mktemp("static-web"))
+    # DEBUG off as in production: `make test` exports make run's DEBUG=1, under which
+    # Django's development handler would serve the unhashed sources instead.
+    stack = stack_start(
+        ("web",), env=stack_env(DEBUG="0"), logs=tmp_path_factory.mktemp("static-web")
+    )
     try:
         yield stack
     finally:
@@ -156,7 +160,7 @@ def test_behind_a_cdn_pages_name_it_and_the_server_serves_what_it_fetches(
 ):
     """STATIC_URL names the CDN; the CDN fetches /static/... from this server."""
     cdn = "https://cdn.example.test/static/"
-    stack = stack_start(("web",), env=stack_env(STATIC_URL=cdn), logs=tmp_path)
+    stack = stack_start(("web",), env=stack_env(STATIC_URL=cdn, DEBUG="0"), logs=tmp_path)
     try:
         page = httpx.get(f"{stack.http_url}/", timeout=10)
         scripts = [url for url in page.text.split('"') if url.startswith(cdn + "js/pages/")]
