@@ -234,14 +234,10 @@ class IndustryDetailView(ChangeSeqMixin, APIView):
     def get(self, request: Request, slug: str) -> Response:
         validated_query(request, NoQuerySerializer)
         industry = selectors.industry_get(slug=slug, using=self.read_alias)
-        company_count = selectors.industry_company_count(user=request.user, industry=industry)
         return Response(
             {
                 **IndustrySerializer(industry).data,
-                "company_count": company_count,
-                "totals_by_year": selectors.industry_totals_by_year(
-                    user=request.user, industry=industry
-                ),
+                **selectors.industry_published_totals(user=request.user, industry=industry),
                 "benchmarks": IndustryBenchmarkSerializer(
                     selectors.industry_benchmarks(industry=industry), many=True
                 ).data,
